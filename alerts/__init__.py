@@ -1,0 +1,1 @@
+"""Alerting: findings -> rules -> lifecycle -> Slack."""

@@ -1,0 +1,37 @@
+"""The web application: JSON API under /api/v1, health probes, and the dashboard pages."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from vigil.api.routers import health, services, traces
+
+from vigil.settings import Settings
+from vigil.store.read import StoreReader
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, reader: StoreReader) -> FastAPI:
+    """The FastAPI app over `reader`; dashboards are mounted by the caller (see `vigil.cli`)."""
+    app = FastAPI(
+        title="Vigil",
+        version="0.1.0",
+        summary="Observability and SLO service: services, traces, and what changed.",
+    )
+    app.state.settings = settings
+    app.state.reader = reader
+    app.include_router(health.router)
+    app.include_router(services.router)
+    app.include_router(traces.router)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("request %s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see Vigil's log for the cause"}, status_code=500)
+
+    return app

@@ -1,0 +1,1 @@
+"""The collector: receivers -> decoders -> batcher -> writer."""

@@ -1,0 +1,121 @@
+"""OTLP/gRPC receiver: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+The method is registered with a pass-through deserializer, so the request arrives as raw
+bytes and is decoded by the decode pool (in worker processes) rather than parsed into
+Python objects on the event loop. Errors map as the OTLP specification says: bad data is
+INVALID_ARGUMENT with ``BadRequest``; a full pipeline is RESOURCE_EXHAUSTED and a store
+outage UNAVAILABLE, both with ``RetryInfo`` so clients retry after the delay. Messages
+over the size limit are refused by grpcio itself with RESOURCE_EXHAUSTED (no RetryInfo:
+not retryable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from vigil.collector.decode.otlp import PROTOBUF, Signal
+from vigil.collector.ingest import OtlpIngest
+
+from vigil.errors import Backpressure, PermanentError, RetryableError
+from vigil.types import DecodeResult
+
+__all__ = ["OtlpGrpcReceiver"]
+
+logger = logging.getLogger(__name__)
+
+_SERVICES: dict[Signal, str] = {"traces": "opentelemetry.proto.collector.trace.v1.TraceService"}
+
+
+def _traces_response(result: DecodeResult) -> Message:
+    response = ExportTraceServiceResponse()
+    if result.rejected or result.error_message:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.error_message
+    return response
+
+
+_RESPONSES: dict[Signal, Callable[[DecodeResult], Message]] = {"traces": _traces_response}
+
+
+def _status(code: int, message: str, retry_after_s: float | None = None) -> grpc.Status:
+    status = status_pb2.Status(code=code, message=message)
+    if retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(retry_after_s * 1000))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    elif code == code_pb2.INVALID_ARGUMENT:
+        status.details.add().Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field="request", description=message)
+                ]
+            )
+        )
+    return rpc_status.to_status(status)
+
+
+class OtlpGrpcReceiver:
+    """A grpc.aio server on `address` (``host:port``) serving the OTLP Export methods."""
+
+    def __init__(self, ingest: OtlpIngest, address: str, max_message_bytes: int) -> None:
+        self.ingest = ingest
+        self.address = address
+        self.max_message_bytes = max_message_bytes
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    def _handler(self, signal: Signal) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
+        async def export(body: bytes, context: grpc.aio.ServicerContext) -> Message:
+            try:
+                result = await self.ingest.export(signal, "grpc", body, PROTOBUF, None)
+            except PermanentError as exc:
+                await context.abort_with_status(_status(code_pb2.INVALID_ARGUMENT, str(exc)))
+            except Backpressure as exc:
+                await context.abort_with_status(
+                    _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
+                )
+            except RetryableError as exc:
+                await context.abort_with_status(_status(code_pb2.UNAVAILABLE, str(exc), exc.retry_after_s))
+            except Exception:
+                # A bug, not bad input: say so without details, keep serving, and leave a trace in the log.
+                logger.exception("OTLP/gRPC %s export failed unexpectedly", signal)
+                await context.abort_with_status(
+                    _status(code_pb2.INTERNAL, "internal error while accepting the request; see Vigil's log")
+                )
+            return _RESPONSES[signal](result)
+
+        return export
+
+    async def start(self) -> None:
+        options = [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(options=options)
+        for signal, service in _SERVICES.items():
+            export = grpc.unary_unary_rpc_method_handler(
+                self._handler(signal),
+                request_deserializer=None,
+                response_serializer=lambda message: message.SerializeToString(),
+            )
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(service, {"Export": export}),)
+            )
+        self.port = server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"cannot bind the OTLP/gRPC port at {self.address}")
+        await server.start()
+        self._server = server
+        logger.info("OTLP/gRPC listening on %s", self.address.rsplit(":", 1)[0] + f":{self.port}")
+
+    async def shutdown(self, grace_s: float = 5.0) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace_s)

@@ -1,0 +1,1 @@
+"""Streaming detectors: rollups -> features -> scores -> findings."""

@@ -1,0 +1,112 @@
+"""The pages as an on-call engineer sees them, in a real browser (Debian's chromium via Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from tests.conftest import RunningVigil
+from tests.spans import checkout_trace, now_ns, trace_id_of
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these flags chromium tries to reach Google's hosts, which a closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[playwright.Browser]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: playwright.Browser) -> Iterator[playwright.Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+def send(vigil: RunningVigil, spans: list) -> None:  # type: ignore[type-arg]
+    exporter = OTLPSpanExporter(endpoint=vigil.otlp_grpc, insecure=True)
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+
+
+def table_rows(page: playwright.Page, selector: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in row.locator("td").all_inner_texts()]
+        for row in page.locator(f"{selector} tbody tr").all()
+    ]
+
+
+def test_an_empty_store_explains_where_to_send_traces(vigil_server: RunningVigil, page: playwright.Page) -> None:
+    page.goto(vigil_server.api + "/")
+    assert page.title() == "Services · Vigil"
+    text = page.locator("#empty").inner_text()
+    assert "No services have sent traces in the last 15m." in text
+    assert f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{vigil_server.settings.otlp_http_port}" in text
+
+
+def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(
+    vigil_server: RunningVigil, page: playwright.Page
+) -> None:
+    spans = checkout_trace(now_ns() - 2_000_000_000)
+    send(vigil_server, spans)
+
+    page.goto(vigil_server.api + "/?since=1h")
+    assert table_rows(page, "#services") == [
+        ["payments", "1", "0.00", "100.00%", "18.0", "18.0", "18.0"],
+        ["shop", "1", "0.00", "0.00%", "30.0", "30.0", "30.0"],
+    ]
+    assert page.locator("a.range.active").inner_text() == "1h"
+
+    page.click("text=shop")
+    assert page.url == f"{vigil_server.api}/traces?service=shop&since=1h"
+    (row,) = table_rows(page, "#traces")
+    assert row[1:] == ["shop: GET /checkout", "30.00", "3", "1", "payments, shop"]
+
+    page.locator("#traces tbody tr a").click()
+    assert page.url == f"{vigil_server.api}/traces/{trace_id_of(spans)}"
+    names = [t.strip() for t in page.locator("#waterfall summary").all_inner_texts()]
+    assert names == ["shop GET /checkout Server", "shop POST payments Client", "payments charge Server"]
+    assert page.locator("#waterfall tr.error").count() == 1
+
+
+def test_a_malformed_trace_id_renders_an_error_page_not_a_stack_trace(
+    vigil_server: RunningVigil, page: playwright.Page
+) -> None:
+    response = page.goto(vigil_server.api + "/traces/not-a-trace")
+    assert response is not None and response.status == 400
+    assert page.locator(".error-message").inner_text() == "'not-a-trace' is not a trace id (32 hex characters)."
+
+
+def test_names_from_telemetry_are_escaped(vigil_server: RunningVigil, page: playwright.Page) -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "<b>evil</b>"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.get_tracer("t").start_span("x", kind=SpanKind.SERVER).end()
+    provider.shutdown()
+    send(vigil_server, list(memory.get_finished_spans()))
+    page.goto(vigil_server.api + "/")
+    assert table_rows(page, "#services")[0][0] == "<b>evil</b>"
+    assert page.locator("#services b").count() == 0

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from vigil.store.client import Client
+from vigil.store.migrate import applied_versions, migrate
+from vigil.store.schema import MIGRATIONS, DdlContext
+
+EXPECTED_TABLES = [
+    "schema_migrations",
+    "spans",
+    "spans_red_1m",
+    "spans_red_1m_mv",
+    "spans_trace_id_ts",
+    "spans_trace_id_ts_mv",
+]
+
+
+def tables(client: Client, database: str) -> list[str]:
+    rows = client.query(
+        "SELECT name FROM system.tables WHERE database = {d:String} ORDER BY name", parameters={"d": database}
+    ).result_rows
+    return [row[0] for row in rows]
+
+
+def test_migrations_create_every_table_and_record_their_versions(chdb_client: Client, database: str) -> None:
+    applied = migrate(chdb_client, DdlContext(database=database))
+    assert applied == [m.version for m in MIGRATIONS]
+    assert tables(chdb_client, database) == EXPECTED_TABLES
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1]
+
+
+def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
+    ctx = DdlContext(database=database)
+    migrate(chdb_client, ctx)
+    assert migrate(chdb_client, ctx) == []
+    assert tables(chdb_client, database) == EXPECTED_TABLES
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(1,)]
+
+
+def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
+    ctx = DdlContext(database=database)
+    migrate(chdb_client, ctx)
+    # As if the process died after some statements but before recording the version.
+    chdb_client.command(f"DROP TABLE {database}.spans_red_1m_mv")
+    chdb_client.command(f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 1 SETTINGS mutations_sync = 1")
+    assert migrate(chdb_client, ctx) == [1]
+    assert tables(chdb_client, database) == EXPECTED_TABLES
+
+
+def test_retention_follows_the_setting_on_each_start(chdb_client: Client, database: str) -> None:
+    migrate(chdb_client, DdlContext(database=database, traces_retention_days=7))
+    migrate(chdb_client, DdlContext(database=database, traces_retention_days=3))
+    rows = chdb_client.query(
+        "SELECT name, extract(create_table_query, 'TTL (.+?) SETTINGS') FROM system.tables "
+        "WHERE database = {d:String} AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
+        parameters={"d": database},
+    ).result_rows
+    assert rows == [
+        ("spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
+        ("spans_red_1m", "Minute + toIntervalDay(3)"),
+        ("spans_trace_id_ts", "toDateTime(Start) + toIntervalDay(3)"),
+    ]

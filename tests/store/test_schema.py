@@ -1,0 +1,53 @@
+"""The same definitions render single-node and cluster DDL; the cluster form is asserted as text
+(no ClickHouse cluster runs here), the single-node form is executed by the migration tests."""
+
+from __future__ import annotations
+
+from vigil.store.schema import (
+    SPANS,
+    SPANS_RED_1M_MV,
+    SPANS_TRACE_ID_TS,
+    DdlContext,
+    create_table_statements,
+    migrations_table_statement,
+)
+
+CLUSTER = DdlContext(database="obs", cluster="prod", traces_retention_days=14)
+SINGLE = DdlContext(database="obs", traces_retention_days=14)
+
+
+def test_single_node_tables_use_plain_merge_tree_with_ttl() -> None:
+    (statement,) = create_table_statements(SPANS_TRACE_ID_TS, SINGLE)
+    assert statement.startswith("CREATE TABLE IF NOT EXISTS obs.spans_trace_id_ts\n(")
+    assert statement.endswith(
+        "ENGINE = MergeTree()\nPARTITION BY toDate(Start)\nORDER BY (TraceId, Start)\n"
+        "TTL toDateTime(Start) + toIntervalDay(14)\nSETTINGS index_granularity = 8192"
+    )
+
+
+def test_cluster_tables_are_replicated_locals_behind_distributed_tables_sharded_by_trace() -> None:
+    local, distributed = create_table_statements(SPANS, CLUSTER)
+    assert local.startswith("CREATE TABLE IF NOT EXISTS obs.spans_local ON CLUSTER prod\n(")
+    assert "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/obs/spans', '{replica}')\n" in local
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(14)\n" in local
+    assert distributed == (
+        "CREATE TABLE IF NOT EXISTS obs.spans ON CLUSTER prod AS obs.spans_local\n"
+        "ENGINE = Distributed(prod, obs, spans_local, cityHash64(TraceId))"
+    )
+
+
+def test_cluster_rollup_views_read_and_write_local_tables() -> None:
+    (view,) = create_table_statements(SPANS_RED_1M_MV, CLUSTER)
+    assert view.startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS obs.spans_red_1m_mv ON CLUSTER prod TO obs.spans_red_1m_local AS"
+    )
+    assert "FROM obs.spans_local\n" in view
+
+
+def test_the_migrations_table_is_replicated_on_a_cluster() -> None:
+    assert migrations_table_statement(CLUSTER) == (
+        "CREATE TABLE IF NOT EXISTS obs.schema_migrations ON CLUSTER prod\n"
+        "(version UInt32, name String, applied_at DateTime('UTC') DEFAULT now())\n"
+        "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/obs/schema_migrations', '{replica}')\n"
+        "ORDER BY version"
+    )

@@ -1,0 +1,129 @@
+"""`vigil` as a user runs it: a real process, real signals, a real restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.spans import now_ns, raw_request
+
+VIGIL = [sys.executable, "-m", "vigil.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def vigil_env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(
+        VIGIL_CLICKHOUSE_URL=f"chdb://{data}",
+        VIGIL_HTTP_PORT=str(free_port()),
+        VIGIL_OTLP_HTTP_PORT=str(free_port()),
+        VIGIL_OTLP_GRPC_PORT=str(free_port()),
+        VIGIL_DECODE_WORKERS="1",
+        VIGIL_MAX_BATCH_AGE="20ms",
+    )
+    return env
+
+
+def wait_ready(env: dict[str, str], process: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("vigil serve did not become ready in time")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Popen[str]]]]:
+    env = vigil_env(tmp_path / "data")
+    processes: list[subprocess.Popen[str]] = []
+    yield env, processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def start(env: dict[str, str], processes: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    process = subprocess.Popen([*VIGIL, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    processes.append(process)
+    wait_ready(env, process)
+    return process
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+@pytest.mark.slow
+def test_spans_written_before_a_restart_are_there_after_it(serve: tuple[dict[str, str], list[subprocess.Popen[str]]]) -> None:
+    env, processes = serve
+    first = start(env, processes)
+    trace_id = os.urandom(16)
+    start_ns = now_ns()
+    body = raw_request([{"trace_id": trace_id, "span_id": os.urandom(8), "start": start_ns, "end": start_ns + 42}])
+    response = httpx.post(
+        f"http://127.0.0.1:{env['VIGIL_OTLP_HTTP_PORT']}/v1/traces",
+        content=body.SerializeToString(),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    assert response.status_code == 200
+    first_log = stop(first)
+    assert "applied schema migration 1" in first_log
+    assert "Vigil stopped" in first_log
+
+    second = start(env, processes)
+    trace = httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/api/v1/traces/{trace_id.hex()}").json()
+    assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]
+    second_log = stop(second)
+    assert "applied schema migration" not in second_log
+
+
+def test_a_bad_setting_stops_the_start_with_the_variable_named(tmp_path: Path) -> None:
+    env = vigil_env(tmp_path / "data")
+    env["VIGIL_OTLP_GRPC_PORT"] = "70000"
+    result = subprocess.run([*VIGIL, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vigil: invalid settings:\n  VIGIL_OTLP_GRPC_PORT='70000': Input should be less than or equal to 65535\n"
+    )
+
+
+def test_a_public_bind_address_without_tokens_is_refused(tmp_path: Path) -> None:
+    env = vigil_env(tmp_path / "data")
+    env["VIGIL_BIND"] = "0.0.0.0"
+    result = subprocess.run([*VIGIL, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vigil: VIGIL_BIND='0.0.0.0' is not a loopback address and no API tokens exist yet; "
+        "set VIGIL_AUTH=off to serve without authentication on a trusted network\n"
+    )
+
+
+def test_help_lists_every_command() -> None:
+    result = subprocess.run([*VIGIL, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "120"})
+    assert result.returncode == 0
+    commands_box = result.stdout.split("Commands")[1]
+    commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]
+    assert commands == ["serve", "demo"]

@@ -1,0 +1,1 @@
+"""Vigil: observability and SLO service on ClickHouse."""

@@ -1,0 +1,167 @@
+"""Vigil's configuration: one `Settings` object read from `VIGIL_*` environment variables.
+
+Components never read the environment themselves; they take plain arguments, and the CLI
+builds them from `get_settings()`. Each field documents its variable beside it.
+
+>>> Settings(http_port=9090).http_port
+9090
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vigil.errors import ConfigError
+
+__all__ = ["Settings", "get_settings", "load_settings", "parse_duration"]
+
+_DEFAULT_CLICKHOUSE_URL = "chdb://./vigil-data"
+_DEFAULT_DATABASE = "vigil"
+_DEFAULT_MAX_BATCH_ROWS = 20_000
+_DEFAULT_MAX_BATCH_AGE = "200ms"
+_DEFAULT_MAX_QUEUE_ROWS = 400_000
+# The OTLP spec recommends 20 MiB after decompression for HTTP; gRPC servers default to 4 MiB.
+_DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
+_DEFAULT_MAX_GRPC_MESSAGE_BYTES = 4 * 1024 * 1024
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in a duration such as ``250ms``, ``10s``, ``15m``, ``1h``, ``7d`` or a bare number of seconds.
+
+    >>> parse_duration("15m"), parse_duration("250ms"), parse_duration(3)
+    (900.0, 0.25, 3.0)
+    """
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION_RE.match(value)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a duration; expected a number with a unit, e.g. 250ms, 10s, 15m, 1h, 7d"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class Settings(BaseSettings):
+    """Every setting of Vigil, from the environment (prefix ``VIGIL_``) or keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="forbid", validate_default=True)
+
+    # VIGIL_CLICKHOUSE_URL: `chdb://PATH` opens an embedded ClickHouse in PATH;
+    # `http(s)://user:pass@host:8123/db` talks to a server (the path, if any, names the database).
+    clickhouse_url: str = _DEFAULT_CLICKHOUSE_URL
+    # VIGIL_CLICKHOUSE_DATABASE: database for Vigil's tables when the URL names none.
+    clickhouse_database: str = _DEFAULT_DATABASE
+    # VIGIL_CLICKHOUSE_CLUSTER: cluster name; when set, DDL uses Replicated/Distributed engines ON CLUSTER.
+    clickhouse_cluster: str = ""
+
+    # VIGIL_BIND: the address every listener binds.
+    bind: str = "127.0.0.1"
+    # VIGIL_HTTP_PORT: web UI and JSON API.
+    http_port: Port = 8080
+    # VIGIL_OTLP_GRPC_PORT / VIGIL_OTLP_HTTP_PORT: OTLP receivers (0 picks a free port).
+    otlp_grpc_port: Port = 4317
+    otlp_http_port: Port = 4318
+
+    # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS:
+    # rows older than this are dropped by ClickHouse TTL.
+    traces_retention_days: int = Field(default=7, ge=1, le=3650)
+    logs_retention_days: int = Field(default=7, ge=1, le=3650)
+    metrics_retention_days: int = Field(default=30, ge=1, le=3650)
+
+    # VIGIL_MAX_BATCH_ROWS: the batcher writes once this many rows are queued ...
+    max_batch_rows: int = Field(default=_DEFAULT_MAX_BATCH_ROWS, ge=1)
+    # VIGIL_MAX_BATCH_AGE: ... or once the oldest queued row is this old (e.g. 200ms).
+    max_batch_age: float = Field(default=parse_duration(_DEFAULT_MAX_BATCH_AGE), gt=0)
+    # VIGIL_MAX_QUEUE_ROWS: rows waiting to be written; past it receivers answer 429/503 + Retry-After.
+    max_queue_rows: int = Field(default=_DEFAULT_MAX_QUEUE_ROWS, ge=1)
+    # VIGIL_MAX_REQUEST_BYTES: largest OTLP/HTTP body after decompression (413 over it).
+    max_request_bytes: int = Field(default=_DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    # VIGIL_MAX_GRPC_MESSAGE_BYTES: largest OTLP/gRPC message (RESOURCE_EXHAUSTED over it).
+    max_grpc_message_bytes: int = Field(default=_DEFAULT_MAX_GRPC_MESSAGE_BYTES, ge=1024)
+    # VIGIL_DECODE_WORKERS: processes decoding OTLP requests beside the one that owns the store;
+    # 0 decodes in the receiving process (least memory), -1 means one per core.
+    decode_workers: int = Field(default=-1, ge=-1, le=64)
+
+    # VIGIL_AUTH: "auto" refuses a non-loopback VIGIL_BIND without API tokens; "off" allows it
+    # (a trusted network only).
+    auth: Literal["auto", "off"] = "auto"
+
+    # VIGIL_PUBLIC_URL: base of links Vigil puts in alerts and messages.
+    public_url: str = "http://127.0.0.1:8080"
+    # VIGIL_LOG_LEVEL: Vigil's own log level.
+    log_level: str = "INFO"
+
+    @field_validator("max_batch_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("chdb", "http", "https"):
+            raise ValueError(
+                f"{value!r} is not a ClickHouse URL; expected chdb://PATH (embedded) or "
+                "http(s)://user:pass@host:8123/db (a server)"
+            )
+        return value
+
+    @field_validator("clickhouse_database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not a database name; expected letters, digits and _")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{value!r} is not a log level; expected DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    def validate_batching(self) -> None:
+        """Reject batcher settings that cannot work together (the names in the message are the variables)."""
+        if self.max_queue_rows < self.max_batch_rows:
+            raise ConfigError(
+                f"VIGIL_MAX_QUEUE_ROWS ({self.max_queue_rows}) is smaller than VIGIL_MAX_BATCH_ROWS "
+                f"({self.max_batch_rows}); the queue must hold at least one batch"
+            )
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_url.startswith("chdb://")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings`, turning validation failures into one `ConfigError` that names each variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"VIGIL_{field.upper()}={error.get('input')!r}: {message}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    settings.validate_batching()
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return load_settings()

@@ -1,0 +1,88 @@
+"""Open ClickHouse: embedded chDB or a server, both through clickhouse-connect.
+
+chDB allows one data path per process, and opening takes about a second and 300 MB, so
+clients for a chDB path are shared: a second `open_client` for the same path returns the
+same client, and one for a different path fails with a message saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from vigil.errors import ConfigError, StoreUnavailable
+
+__all__ = ["Client", "chdb_path", "open_client"]
+
+_chdb_lock = threading.Lock()
+_chdb_client: tuple[str, Client] | None = None
+
+
+def chdb_path(url: str) -> str:
+    """The absolute data directory of a ``chdb://PATH`` URL (PATH may be relative).
+
+    >>> chdb_path("chdb:///var/lib/vigil")
+    '/var/lib/vigil'
+    """
+    path = url.removeprefix("chdb://")
+    if not path:
+        raise ConfigError(f"VIGIL_CLICKHOUSE_URL={url!r} names no directory; expected chdb://PATH")
+    return os.path.abspath(path)
+
+
+def _open_chdb(url: str) -> Client:
+    global _chdb_client
+    path = chdb_path(url)
+    with _chdb_lock:
+        if _chdb_client is not None:
+            open_path, client = _chdb_client
+            if open_path != path:
+                raise ConfigError(
+                    f"embedded ClickHouse is already open at {open_path}; one process can open only one "
+                    f"chDB data directory, not also {path}. Use one VIGIL_CLICKHOUSE_URL per process."
+                )
+            return client
+        os.makedirs(path, exist_ok=True)
+        client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        _chdb_client = (path, client)
+        return client
+
+
+def _open_http(url: str, **kwargs: Any) -> Client:
+    parts = urlsplit(url)
+    try:
+        return clickhouse_connect.get_client(
+            host=parts.hostname or "localhost",
+            port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=parts.scheme == "https",
+            **kwargs,
+        )
+    except Exception as exc:  # the driver raises several types for "cannot connect"
+        raise StoreUnavailable(f"cannot reach ClickHouse at {parts.hostname}:{parts.port}: {exc}") from exc
+
+
+def open_client(url: str) -> Client:
+    """A clickhouse-connect client for `url`: ``chdb://PATH`` or ``http(s)://user:pass@host:port/db``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "chdb":
+        return _open_chdb(url)
+    if scheme in ("http", "https"):
+        return _open_http(url)
+    raise ConfigError(
+        f"VIGIL_CLICKHOUSE_URL={url!r}: expected chdb://PATH (embedded) or http(s)://user:pass@host:8123/db"
+    )
+
+
+def database_from_url(url: str, default: str) -> str:
+    """The database a server URL names in its path, else `default`."""
+    if url.startswith("chdb://"):
+        return default
+    name = urlsplit(url).path.strip("/")
+    return name or default

@@ -1,0 +1,301 @@
+"""Typed read queries over Vigil's tables, for the API, dashboards and detectors.
+
+Every query is parameterised (``{name:Type}`` bound server-side); nothing user-supplied
+is formatted into SQL. Times are Unix seconds (float) in, nanoseconds out where OTLP
+uses nanoseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from clickhouse_connect.driver.client import Client
+
+__all__ = [
+    "ServiceSummary",
+    "SpanRecord",
+    "StoreReader",
+    "TraceSummary",
+    "typed_attributes",
+]
+
+StatusFilter = Literal["error", "ok", "unset"]
+_STATUS_CODES: dict[str, str] = {"error": "Error", "ok": "Ok", "unset": "Unset"}
+# How far before a search window a trace found in it may have started.
+_TRACE_LOOKBACK_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSummary:
+    service: str
+    requests: int
+    rate_per_s: float
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSummary:
+    trace_id: str
+    root_service: str
+    root_name: str
+    start_time_unix_nano: int
+    duration_ns: int
+    span_count: int
+    error_count: int
+    services: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    span_id: str
+    parent_span_id: str
+    name: str
+    service: str
+    kind: str
+    start_time_unix_nano: int
+    duration_ns: int
+    status_code: str
+    status_message: str
+    trace_state: str
+    scope: dict[str, str]
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+
+
+def _typed_value(text: str, kind: str | None) -> Any:
+    if kind is None:
+        return text
+    if kind == "int":
+        return int(text)
+    if kind == "double":
+        number = float(text)
+        # JSON has no infinities or NaN; keep those as the text that was stored.
+        return number if math.isfinite(number) else text
+    if kind == "bool":
+        return text == "true"
+    if kind in ("array", "kvlist"):
+        return json.loads(text)
+    if kind == "bytes":
+        # Already base64, as OTLP/JSON encodes bytes; validate rather than trust.
+        base64.b64decode(text, validate=True)
+        return text
+    return None  # "empty": an AnyValue with nothing set
+
+
+def typed_attributes(values: dict[str, str], types: dict[str, str]) -> dict[str, Any]:
+    """Attributes as their OTLP types, from the stored string map and its type sidecar.
+
+    >>> typed_attributes({"a": "1", "b": "x", "c": "true"}, {"a": "int", "c": "bool"})
+    {'a': 1, 'b': 'x', 'c': True}
+    """
+    return {key: _typed_value(text, types.get(key)) for key, text in values.items()}
+
+
+def _ns_to_ms(value: float) -> float:
+    return round(float(value) / 1e6, 3)
+
+
+class StoreReader:
+    """Read-only queries; the API and dashboards get one through dependency injection."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    def _query(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        result = self.client.query(sql.replace("{db}", self.database), parameters=parameters)
+        return list(result.named_results())
+
+    def ping(self) -> bool:
+        try:
+            self.client.query("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    def services(self, *, start_s: float, end_s: float) -> list[ServiceSummary]:
+        """RED per service over [start, end], from the per-minute rollup."""
+        window_s = max(end_s - start_s, 1.0)
+        rows = self._query(
+            """
+            SELECT ServiceName AS service,
+                   sum(Requests) AS requests,
+                   sum(Errors) AS errors,
+                   quantilesTDigestMerge(0.5, 0.95, 0.99)(DurationQuantiles) AS q
+            FROM {db}.spans_red_1m
+            WHERE Minute >= toStartOfMinute(toDateTime({start:Int64}, 'UTC'))
+              AND Minute <= toDateTime({end:Int64}, 'UTC')
+            GROUP BY ServiceName
+            ORDER BY ServiceName""",
+            start=int(start_s),
+            end=int(end_s),
+        )
+        return [
+            ServiceSummary(
+                service=row["service"],
+                requests=int(row["requests"]),
+                rate_per_s=round(int(row["requests"]) / window_s, 3),
+                error_rate=round(int(row["errors"]) / int(row["requests"]), 4) if row["requests"] else 0.0,
+                p50_ms=_ns_to_ms(row["q"][0]),
+                p95_ms=_ns_to_ms(row["q"][1]),
+                p99_ms=_ns_to_ms(row["q"][2]),
+            )
+            for row in rows
+        ]
+
+    def traces(
+        self,
+        *,
+        start_s: float,
+        end_s: float,
+        service: str | None = None,
+        operation: str | None = None,
+        min_duration_ms: float | None = None,
+        status: StatusFilter | None = None,
+        limit: int = 20,
+    ) -> list[TraceSummary]:
+        """Newest traces having at least one span that matches every filter given."""
+        conditions = [
+            "Timestamp >= fromUnixTimestamp64Nano({start:Int64})",
+            "Timestamp <= fromUnixTimestamp64Nano({end:Int64})",
+        ]
+        params: dict[str, Any] = {"start": int(start_s * 1e9), "end": int(end_s * 1e9), "limit": limit}
+        if service:
+            conditions.append("ServiceName = {service:String}")
+            params["service"] = service
+        if operation:
+            conditions.append("SpanName = {operation:String}")
+            params["operation"] = operation
+        if min_duration_ms is not None:
+            conditions.append("Duration >= {min_ns:UInt64}")
+            params["min_ns"] = int(min_duration_ms * 1e6)
+        if status is not None:
+            conditions.append("StatusCode = {status:String}")
+            params["status"] = _STATUS_CODES[status]
+        matches = self._query(
+            f"""
+            SELECT TraceId AS trace_id
+            FROM {{db}}.spans
+            WHERE {" AND ".join(conditions)}
+            GROUP BY TraceId
+            ORDER BY max(Timestamp) DESC
+            LIMIT {{limit:UInt32}}""",
+            **params,
+        )
+        trace_ids = [row["trace_id"] for row in matches]
+        if not trace_ids:
+            return []
+        rows = self._query(
+            """
+            SELECT TraceId AS trace_id,
+                   if(countIf(ParentSpanId = '') > 0, anyIf(ServiceName, ParentSpanId = ''),
+                      argMin(ServiceName, Timestamp)) AS root_service,
+                   if(countIf(ParentSpanId = '') > 0, anyIf(SpanName, ParentSpanId = ''),
+                      argMin(SpanName, Timestamp)) AS root_name,
+                   toUnixTimestamp64Nano(min(Timestamp)) AS start_ns,
+                   max(toUnixTimestamp64Nano(Timestamp) + Duration) AS end_ns,
+                   count() AS span_count,
+                   countIf(StatusCode = 'Error') AS error_count,
+                   arraySort(groupUniqArray(toString(ServiceName))) AS services
+            FROM {db}.spans
+            WHERE TraceId IN {ids:Array(String)}
+              AND Timestamp >= fromUnixTimestamp64Nano({lookback:Int64})
+            GROUP BY TraceId
+            ORDER BY start_ns DESC""",
+            ids=trace_ids,
+            lookback=int((start_s - _TRACE_LOOKBACK_S) * 1e9),
+        )
+        return [
+            TraceSummary(
+                trace_id=row["trace_id"],
+                root_service=row["root_service"],
+                root_name=row["root_name"],
+                start_time_unix_nano=int(row["start_ns"]),
+                duration_ns=int(row["end_ns"]) - int(row["start_ns"]),
+                span_count=int(row["span_count"]),
+                error_count=int(row["error_count"]),
+                services=list(row["services"]),
+            )
+            for row in rows
+        ]
+
+    def trace(self, trace_id: str) -> list[SpanRecord]:
+        """Every span of one trace, ordered by start time; empty when the trace is unknown."""
+        bounds = self._query(
+            """
+            SELECT toUnixTimestamp64Nano(min(Start)) AS start_ns, toUnixTimestamp64Nano(max(End)) AS end_ns,
+                   count() AS n
+            FROM {db}.spans_trace_id_ts
+            WHERE TraceId = {trace_id:String}""",
+            trace_id=trace_id,
+        )[0]
+        if not bounds["n"]:
+            return []
+        rows = self._query(
+            """
+            SELECT SpanId, ParentSpanId, SpanName, ServiceName, SpanKind,
+                   toUnixTimestamp64Nano(Timestamp) AS start_ns, Duration, StatusCode, StatusMessage,
+                   TraceState, ScopeName, ScopeVersion,
+                   SpanAttributes, SpanAttributeTypes, ResourceAttributes, ResourceAttributeTypes,
+                   arrayMap(t -> toUnixTimestamp64Nano(t), Events.Timestamp) AS event_times,
+                   Events.Name AS event_names, Events.Attributes AS event_attrs,
+                   Events.AttributeTypes AS event_types,
+                   Links.TraceId AS link_trace_ids, Links.SpanId AS link_span_ids,
+                   Links.TraceState AS link_states, Links.Attributes AS link_attrs,
+                   Links.AttributeTypes AS link_types
+            FROM {db}.spans
+            WHERE TraceId = {trace_id:String}
+              AND Timestamp >= fromUnixTimestamp64Nano({start:Int64})
+              AND Timestamp <= fromUnixTimestamp64Nano({end:Int64})
+            ORDER BY Timestamp, SpanId""",
+            trace_id=trace_id,
+            start=int(bounds["start_ns"]),
+            end=int(bounds["end_ns"]),
+        )
+        return [_span_record(row) for row in rows]
+
+
+def _span_record(row: dict[str, Any]) -> SpanRecord:
+    events = [
+        {"time_unix_nano": int(t), "name": name, "attributes": typed_attributes(attrs, types)}
+        for t, name, attrs, types in zip(
+            row["event_times"], row["event_names"], row["event_attrs"], row["event_types"], strict=True
+        )
+    ]
+    links = [
+        {"trace_id": tid, "span_id": sid, "trace_state": state, "attributes": typed_attributes(attrs, types)}
+        for tid, sid, state, attrs, types in zip(
+            row["link_trace_ids"],
+            row["link_span_ids"],
+            row["link_states"],
+            row["link_attrs"],
+            row["link_types"],
+            strict=True,
+        )
+    ]
+    return SpanRecord(
+        span_id=row["SpanId"],
+        parent_span_id=row["ParentSpanId"],
+        name=row["SpanName"],
+        service=row["ServiceName"],
+        kind=row["SpanKind"],
+        start_time_unix_nano=int(row["start_ns"]),
+        duration_ns=int(row["Duration"]),
+        status_code=row["StatusCode"],
+        status_message=row["StatusMessage"],
+        trace_state=row["TraceState"],
+        scope={"name": row["ScopeName"], "version": row["ScopeVersion"]},
+        attributes=typed_attributes(row["SpanAttributes"], row["SpanAttributeTypes"]),
+        resource=typed_attributes(row["ResourceAttributes"], row["ResourceAttributeTypes"]),
+        events=events,
+        links=links,
+    )

@@ -1,0 +1,334 @@
+"""Vigil's tables: their Arrow row shape, their DDL, and versioned migrations.
+
+Signal tables follow the OpenTelemetry Collector's ClickHouse exporter (``otel_traces``):
+DateTime64(9) timestamps, LowCardinality service and span names, Map attributes, Nested
+events and links, a bloom filter on the trace id, daily partitions and a TTL. Two
+additions: ``ServiceVersion`` is lifted out of the resource (rollups and deploy detection
+group by it), and ``*AttributeTypes`` maps remember the OTLP type of every attribute that is
+not a string, so the API gives back ``200`` for an int and ``"200"`` for a string.
+
+The same definitions produce single-node DDL (MergeTree) and cluster DDL
+(ReplicatedMergeTree local tables plus Distributed tables, ``ON CLUSTER``).
+
+>>> ddl = DdlContext(database="vigil", cluster="", traces_retention_days=7)
+>>> print(create_table_statements(SPANS_TRACE_ID_TS, ddl)[0].splitlines()[0])
+CREATE TABLE IF NOT EXISTS vigil.spans_trace_id_ts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = [
+    "MIGRATIONS",
+    "SPANS",
+    "SPANS_ARROW_SCHEMA",
+    "SPANS_RED_1M",
+    "SPANS_TRACE_ID_TS",
+    "DdlContext",
+    "Migration",
+    "Table",
+    "create_table_statements",
+]
+
+_STRING_MAP = "Map(LowCardinality(String), String)"
+_TYPE_MAP = "Map(LowCardinality(String), LowCardinality(String))"
+
+_attr_map = pa.map_(pa.string(), pa.string())
+
+# The row shape every span decoder produces and StoreWriter inserts; names are ClickHouse columns.
+SPANS_ARROW_SCHEMA = pa.schema(
+    [
+        ("Timestamp", pa.timestamp("ns", tz="UTC")),
+        ("TraceId", pa.string()),
+        ("SpanId", pa.string()),
+        ("ParentSpanId", pa.string()),
+        ("TraceState", pa.string()),
+        ("SpanName", pa.string()),
+        ("SpanKind", pa.string()),
+        ("ServiceName", pa.string()),
+        ("ServiceVersion", pa.string()),
+        ("ResourceAttributes", _attr_map),
+        ("ResourceAttributeTypes", _attr_map),
+        ("ScopeName", pa.string()),
+        ("ScopeVersion", pa.string()),
+        ("SpanAttributes", _attr_map),
+        ("SpanAttributeTypes", _attr_map),
+        ("Duration", pa.uint64()),
+        ("StatusCode", pa.string()),
+        ("StatusMessage", pa.string()),
+        ("Events.Timestamp", pa.list_(pa.timestamp("ns", tz="UTC"))),
+        ("Events.Name", pa.list_(pa.string())),
+        ("Events.Attributes", pa.list_(_attr_map)),
+        ("Events.AttributeTypes", pa.list_(_attr_map)),
+        ("Links.TraceId", pa.list_(pa.string())),
+        ("Links.SpanId", pa.list_(pa.string())),
+        ("Links.TraceState", pa.list_(pa.string())),
+        ("Links.Attributes", pa.list_(_attr_map)),
+        ("Links.AttributeTypes", pa.list_(_attr_map)),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DdlContext:
+    """What DDL depends on: where the tables live, whether on a cluster, and retention."""
+
+    database: str
+    cluster: str = ""
+    traces_retention_days: int = 7
+    logs_retention_days: int = 7
+    metrics_retention_days: int = 30
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table definition that renders to single-node or cluster DDL.
+
+    `engine` is the MergeTree family member without its parameters ("MergeTree",
+    "AggregatingMergeTree"); on a cluster it becomes the Replicated variant.
+    """
+
+    name: str
+    columns: str
+    engine: str
+    order_by: str
+    partition_by: str = ""
+    ttl: Callable[[DdlContext], str] | None = None
+    settings: str = "index_granularity = 8192"
+    # Distributed sharding key; spans shard by trace so one trace is on one shard.
+    shard_key: str = "rand()"
+
+
+@dataclass(frozen=True, slots=True)
+class MaterializedView:
+    """A materialized view feeding `target` from `source` (both logical names)."""
+
+    name: str
+    source: str
+    target: str
+    select: str
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema version: statements that are each idempotent (IF NOT EXISTS)."""
+
+    version: int
+    name: str
+    objects: tuple[Table | MaterializedView, ...] = field(default_factory=tuple)
+
+
+def _traces_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(Timestamp) + toIntervalDay({ctx.traces_retention_days})"
+
+
+def _minute_ttl(ctx: DdlContext) -> str:
+    return f"Minute + toIntervalDay({ctx.traces_retention_days})"
+
+
+def _trace_ts_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(Start) + toIntervalDay({ctx.traces_retention_days})"
+
+
+SPANS = Table(
+    name="spans",
+    columns=f"""
+    Timestamp DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes {_STRING_MAP} CODEC(ZSTD(1)),
+    ResourceAttributeTypes {_TYPE_MAP} CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes {_STRING_MAP} CODEC(ZSTD(1)),
+    SpanAttributeTypes {_TYPE_MAP} CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9, 'UTC'),
+        Name LowCardinality(String),
+        Attributes {_STRING_MAP},
+        AttributeTypes {_TYPE_MAP}
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes {_STRING_MAP},
+        AttributeTypes {_TYPE_MAP}
+    ) CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1""",
+    engine="MergeTree",
+    partition_by="toDate(Timestamp)",
+    order_by="(ServiceName, SpanName, toDateTime(Timestamp))",
+    ttl=_traces_ttl,
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1",
+    shard_key="cityHash64(TraceId)",
+)
+
+# Where a trace lives in time, so a trace lookup reads one day's partitions, not all.
+SPANS_TRACE_ID_TS = Table(
+    name="spans_trace_id_ts",
+    columns="""
+    TraceId String CODEC(ZSTD(1)),
+    Start DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    End DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1""",
+    engine="MergeTree",
+    partition_by="toDate(Start)",
+    order_by="(TraceId, Start)",
+    ttl=_trace_ts_ttl,
+    shard_key="cityHash64(TraceId)",
+)
+
+SPANS_TRACE_ID_TS_MV = MaterializedView(
+    name="spans_trace_id_ts_mv",
+    source="spans",
+    target="spans_trace_id_ts",
+    select="""
+    SELECT TraceId,
+           min(Timestamp) AS Start,
+           max(Timestamp + toIntervalNanosecond(Duration)) AS End
+    FROM {source}
+    WHERE TraceId != ''
+    GROUP BY TraceId""",
+)
+
+# Per-minute RED (rate, errors, duration) of entry spans: the kind SERVER or CONSUMER, or a
+# span without a parent. Client and internal spans would double-count a request.
+SPANS_RED_1M = Table(
+    name="spans_red_1m",
+    columns="""
+    Minute DateTime('UTC') CODEC(Delta, ZSTD(1)),
+    ServiceName LowCardinality(String),
+    SpanName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    Requests SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    DurationSum SimpleAggregateFunction(sum, UInt64),
+    DurationMax SimpleAggregateFunction(max, UInt64),
+    DurationQuantiles AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), UInt64)""",
+    engine="AggregatingMergeTree",
+    partition_by="toDate(Minute)",
+    order_by="(ServiceName, SpanName, ServiceVersion, Minute)",
+    ttl=_minute_ttl,
+)
+
+SPANS_RED_1M_MV = MaterializedView(
+    name="spans_red_1m_mv",
+    source="spans",
+    target="spans_red_1m",
+    select="""
+    SELECT toStartOfMinute(Timestamp) AS Minute,
+           ServiceName, SpanName, ServiceVersion,
+           count() AS Requests,
+           countIf(StatusCode = 'Error') AS Errors,
+           sum(Duration) AS DurationSum,
+           max(Duration) AS DurationMax,
+           quantilesTDigestState(0.5, 0.95, 0.99)(Duration) AS DurationQuantiles
+    FROM {source}
+    WHERE SpanKind IN ('Server', 'Consumer') OR ParentSpanId = ''
+    GROUP BY Minute, ServiceName, SpanName, ServiceVersion""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "spans, trace-id lookup and per-minute RED rollup",
+        (SPANS, SPANS_TRACE_ID_TS, SPANS_TRACE_ID_TS_MV, SPANS_RED_1M, SPANS_RED_1M_MV),
+    ),
+)
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+
+def _local(name: str, ctx: DdlContext) -> str:
+    return f"{name}_local" if ctx.cluster else name
+
+
+def _engine(table: Table, ctx: DdlContext) -> str:
+    if not ctx.cluster:
+        return f"{table.engine}()"
+    zk_path = f"'/clickhouse/tables/{{shard}}/{ctx.database}/{table.name}'"
+    return f"Replicated{table.engine}({zk_path}, '{{replica}}')"
+
+
+def _create_table(table: Table, ctx: DdlContext) -> list[str]:
+    local = _local(table.name, ctx)
+    parts = [
+        f"CREATE TABLE IF NOT EXISTS {ctx.database}.{local}{ctx.on_cluster}\n({table.columns}\n)",
+        f"ENGINE = {_engine(table, ctx)}",
+    ]
+    if table.partition_by:
+        parts.append(f"PARTITION BY {table.partition_by}")
+    parts.append(f"ORDER BY {table.order_by}")
+    if table.ttl is not None:
+        parts.append(f"TTL {table.ttl(ctx)}")
+    if table.settings:
+        parts.append(f"SETTINGS {table.settings}")
+    statements = ["\n".join(parts)]
+    if ctx.cluster:
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {ctx.database}.{table.name}{ctx.on_cluster}"
+            f" AS {ctx.database}.{local}\n"
+            f"ENGINE = Distributed({ctx.cluster}, {ctx.database}, {local}, {table.shard_key})"
+        )
+    return statements
+
+
+def _create_view(view: MaterializedView, ctx: DdlContext) -> list[str]:
+    # On a cluster each node's view reads its local inserts and writes its local rollup;
+    # readers go through the Distributed rollup table.
+    source = f"{ctx.database}.{_local(view.source, ctx)}"
+    target = f"{ctx.database}.{_local(view.target, ctx)}"
+    return [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ctx.database}.{view.name}{ctx.on_cluster}"
+        f" TO {target} AS{view.select.format(source=source)}"
+    ]
+
+
+def create_table_statements(obj: Table | MaterializedView, ctx: DdlContext) -> list[str]:
+    """The DDL for one table or view in the mode `ctx` selects."""
+    if isinstance(obj, Table):
+        return _create_table(obj, ctx)
+    return _create_view(obj, ctx)
+
+
+def migrations_table_statement(ctx: DdlContext) -> str:
+    engine = (
+        f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{ctx.database}/{MIGRATIONS_TABLE}', '{{replica}}')"
+        if ctx.cluster
+        else "MergeTree()"
+    )
+    return (
+        f"CREATE TABLE IF NOT EXISTS {ctx.database}.{MIGRATIONS_TABLE}{ctx.on_cluster}\n"
+        "(version UInt32, name String, applied_at DateTime('UTC') DEFAULT now())\n"
+        f"ENGINE = {engine}\nORDER BY version"
+    )
+
+
+def ttl_tables() -> list[Table]:
+    """Every table with a TTL, in migration order; their TTL follows the retention settings."""
+    tables: list[Table] = []
+    for migration in MIGRATIONS:
+        tables.extend(obj for obj in migration.objects if isinstance(obj, Table) and obj.ttl is not None)
+    return tables
