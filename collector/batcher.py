@@ -30,7 +30,7 @@ __all__ = ["Batcher", "BatcherConfig", "BatcherStats"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_BATCH_ROWS = 20_000
-_DEFAULT_MAX_BATCH_AGE_S = 0.2
+_DEFAULT_MAX_BATCH_AGE_S = 0.05
 _DEFAULT_MAX_QUEUE_ROWS = 400_000
 
 
@@ -187,9 +187,9 @@ class Batcher:
                 continue
             full = pending.rows >= self.config.max_batch_rows
             old = now - pending.oldest >= self.config.max_batch_age
-            if full or old or self._stopping:
-                if due is None or pending.oldest < due[1].oldest:
-                    due = (table, pending)
+            # The oldest due table first, so one busy table cannot starve another.
+            if (full or old or self._stopping) and (due is None or pending.oldest < due[1].oldest):
+                due = (table, pending)
         return due
 
     def _next_deadline_locked(self) -> float | None:

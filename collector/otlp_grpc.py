@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
@@ -53,12 +54,19 @@ def _status(code: int, message: str, retry_after_s: float | None = None) -> grpc
     elif code == code_pb2.INVALID_ARGUMENT:
         status.details.add().Pack(
             error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field="request", description=message)
-                ]
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field="request", description=message)]
             )
         )
     return rpc_status.to_status(status)
+
+
+_Context = grpc.aio.ServicerContext[bytes, Message]
+
+
+async def _abort(context: _Context, status: grpc.Status) -> NoReturn:
+    # grpc-stubs does not declare grpc.aio's abort_with_status, which raises to end the call.
+    await context.abort_with_status(status)  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")
 
 
 class OtlpGrpcReceiver:
@@ -71,23 +79,21 @@ class OtlpGrpcReceiver:
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
-    def _handler(self, signal: Signal) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
-        async def export(body: bytes, context: grpc.aio.ServicerContext) -> Message:
+    def _handler(self, signal: Signal) -> Callable[[bytes, _Context], Awaitable[Message]]:
+        async def export(body: bytes, context: _Context) -> Message:
             try:
                 result = await self.ingest.export(signal, "grpc", body, PROTOBUF, None)
             except PermanentError as exc:
-                await context.abort_with_status(_status(code_pb2.INVALID_ARGUMENT, str(exc)))
+                await _abort(context, _status(code_pb2.INVALID_ARGUMENT, str(exc)))
             except Backpressure as exc:
-                await context.abort_with_status(
-                    _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
-                )
+                await _abort(context, _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
             except RetryableError as exc:
-                await context.abort_with_status(_status(code_pb2.UNAVAILABLE, str(exc), exc.retry_after_s))
+                await _abort(context, _status(code_pb2.UNAVAILABLE, str(exc), exc.retry_after_s))
             except Exception:
                 # A bug, not bad input: say so without details, keep serving, and leave a trace in the log.
                 logger.exception("OTLP/gRPC %s export failed unexpectedly", signal)
-                await context.abort_with_status(
-                    _status(code_pb2.INTERNAL, "internal error while accepting the request; see Vigil's log")
+                await _abort(
+                    context, _status(code_pb2.INTERNAL, "internal error while accepting the request; see Vigil's log")
                 )
             return _RESPONSES[signal](result)
 
@@ -105,9 +111,7 @@ class OtlpGrpcReceiver:
                 request_deserializer=None,
                 response_serializer=lambda message: message.SerializeToString(),
             )
-            server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(service, {"Export": export}),)
-            )
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {"Export": export}),))
         self.port = server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot bind the OTLP/gRPC port at {self.address}")

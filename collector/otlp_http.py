@@ -67,9 +67,7 @@ def _status_response(
     if code == code_pb2.INVALID_ARGUMENT:
         status.details.add().Pack(
             error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field="body", description=message)
-                ]
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field="body", description=message)]
             )
         )
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
@@ -104,9 +102,7 @@ def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlett
                 return _status_response(415, code_pb2.INVALID_ARGUMENT, str(exc), JSON)
             try:
                 body = await _read_body(request, max_request_bytes)
-                result = await ingest.export(
-                    signal, "http", body, kind, request.headers.get("content-encoding")
-                )
+                result = await ingest.export(signal, "http", body, kind, request.headers.get("content-encoding"))
             except PayloadTooLarge as exc:
                 return _status_response(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), kind)
             except UnsupportedMediaType as exc:

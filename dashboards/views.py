@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
@@ -84,10 +84,8 @@ def traces_page(
 ) -> HTMLResponse:
     label, seconds = _since(since)
     now = time.time()
-    status_filter = "error" if status == "error" else None
-    found = reader.traces(
-        start_s=now - seconds, end_s=now, service=service or None, status=status_filter, limit=50
-    )
+    status_filter: Literal["error"] | None = "error" if status == "error" else None
+    found = reader.traces(start_s=now - seconds, end_s=now, service=service or None, status=status_filter, limit=50)
     return _render(
         "traces.html",
         title="Traces",
@@ -144,9 +142,7 @@ def trace_page(trace_id: str, reader: Annotated[StoreReader, Depends(_reader)]) 
             message=f"Trace {trace_id} was not found: it may be older than the retention, or not sent yet.",
         )
     rows = _waterfall(spans)
-    duration = max(s.start_time_unix_nano + s.duration_ns for s in spans) - min(
-        s.start_time_unix_nano for s in spans
-    )
+    duration = max(s.start_time_unix_nano + s.duration_ns for s in spans) - min(s.start_time_unix_nano for s in spans)
     return _render(
         "trace.html",
         title=f"Trace {trace_id[:8]}",

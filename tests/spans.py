@@ -60,7 +60,9 @@ def checkout_trace(start_ns: int | None = None) -> list[ReadableSpan]:
         },
     )
     root_ctx = trace.set_span_in_context(root)
-    client = shop_tracer.start_span("POST payments", context=root_ctx, kind=SpanKind.CLIENT, start_time=start + 5_000_000)
+    client = shop_tracer.start_span(
+        "POST payments", context=root_ctx, kind=SpanKind.CLIENT, start_time=start + 5_000_000
+    )
     client.add_event("request.sent", {"bytes": 512, "retry": False}, timestamp=start + 5_100_000)
     server = pay_tracer.start_span(
         "charge",

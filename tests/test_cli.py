@@ -77,7 +77,9 @@ def stop(process: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.slow
-def test_spans_written_before_a_restart_are_there_after_it(serve: tuple[dict[str, str], list[subprocess.Popen[str]]]) -> None:
+def test_spans_written_before_a_restart_are_there_after_it(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
+) -> None:
     env, processes = serve
     first = start(env, processes)
     trace_id = os.urandom(16)
@@ -122,7 +124,9 @@ def test_a_public_bind_address_without_tokens_is_refused(tmp_path: Path) -> None
 
 
 def test_help_lists_every_command() -> None:
-    result = subprocess.run([*VIGIL, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "120"})
+    result = subprocess.run(
+        [*VIGIL, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "120"}
+    )
     assert result.returncode == 0
     commands_box = result.stdout.split("Commands")[1]
     commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]

@@ -26,7 +26,8 @@ def test_a_bad_port_fails_naming_the_variable_and_the_expected_form(monkeypatch:
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value) == (
-        "invalid settings:\n  VIGIL_HTTP_PORT='eighty': Input should be a valid integer, unable to parse string as an integer"
+        "invalid settings:\n  VIGIL_HTTP_PORT='eighty': "
+        "Input should be a valid integer, unable to parse string as an integer"
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 from typing import Annotated
 
@@ -56,9 +55,7 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
             traffic.start()
             holder.append(traffic)
             started.set()
-            logging.getLogger("vigil.demo").info(
-                "sample traffic: %.0f requests/s into %s", demo_rate, endpoint
-            )
+            logging.getLogger("vigil.demo").info("sample traffic: %.0f requests/s into %s", demo_rate, endpoint)
 
         task = asyncio.create_task(start_demo())
         try:
@@ -85,9 +82,7 @@ def serve() -> None:
 
 @app.command()
 def demo(
-    rate: Annotated[
-        float, typer.Option(help="Sample requests per second sent to the front service.", min=0.1)
-    ] = 20.0,
+    rate: Annotated[float, typer.Option(help="Sample requests per second sent to the front service.", min=0.1)] = 20.0,
 ) -> None:
     """`vigil serve` plus sample traffic: a few services calling each other, with realistic latencies and errors."""
     settings = _settings()
@@ -100,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

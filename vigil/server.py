@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from vigil.api.app import create_app
 from vigil.collector.batcher import Batcher, BatcherConfig
@@ -84,9 +85,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; is another Vigil running?"
-        ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; is another Vigil running?") from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -134,9 +133,7 @@ class Vigil:
         ingest = OtlpIngest(self._decode_pool, self._batcher)
 
         host = settings.bind
-        self._grpc = OtlpGrpcReceiver(
-            ingest, f"{host}:{settings.otlp_grpc_port}", settings.max_grpc_message_bytes
-        )
+        self._grpc = OtlpGrpcReceiver(ingest, f"{host}:{settings.otlp_grpc_port}", settings.max_grpc_message_bytes)
         await self._grpc.start()
         otlp_socket = _bind(host, settings.otlp_http_port)
         web_socket = _bind(host, settings.http_port)
@@ -158,10 +155,8 @@ class Vigil:
         )  # fmt: skip
         return self.ports
 
-    def _serve(self, app: object, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75
-        )
+    def _serve(self, app: Starlette, sock: socket.socket) -> None:
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75)
         server = _EmbeddedServer(config)
         self._servers.append(server)
         self._server_tasks.append(asyncio.create_task(server.serve(sockets=[sock])))

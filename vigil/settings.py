@@ -24,7 +24,7 @@ __all__ = ["Settings", "get_settings", "load_settings", "parse_duration"]
 _DEFAULT_CLICKHOUSE_URL = "chdb://./vigil-data"
 _DEFAULT_DATABASE = "vigil"
 _DEFAULT_MAX_BATCH_ROWS = 20_000
-_DEFAULT_MAX_BATCH_AGE = "200ms"
+_DEFAULT_MAX_BATCH_AGE = "50ms"
 _DEFAULT_MAX_QUEUE_ROWS = 400_000
 # The OTLP spec recommends 20 MiB after decompression for HTTP; gRPC servers default to 4 MiB.
 _DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
@@ -46,9 +46,7 @@ def parse_duration(value: str | float | int) -> float:
         return float(value)
     match = _DURATION_RE.match(value)
     if match is None:
-        raise ValueError(
-            f"{value!r} is not a duration; expected a number with a unit, e.g. 250ms, 10s, 15m, 1h, 7d"
-        )
+        raise ValueError(f"{value!r} is not a duration; expected a number with a unit, e.g. 250ms, 10s, 15m, 1h, 7d")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 

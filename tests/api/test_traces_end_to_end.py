@@ -96,10 +96,12 @@ def test_an_unknown_trace_is_a_404_that_says_why(vigil_server: RunningVigil) -> 
 @pytest.mark.parametrize(
     ("url", "loc", "msg"),
     [
-        ("/api/v1/traces/xyz", ["path", "trace_id"], "'xyz' is not valid for trace_id: expected 32 hexadecimal characters"),
+        ("/api/v1/traces/xyz", ["path", "trace_id"],
+         "'xyz' is not valid for trace_id: expected 32 hexadecimal characters"),
         ("/api/v1/services?since=soon", ["query", "since"],
          "'soon' is not valid for since: expected a duration such as 15m, 1h or 7d"),
-        ("/api/v1/traces?since=100d", ["query", "since"], "'100d' is not valid for since: expected a duration between 1s and 90d"),
+        ("/api/v1/traces?since=100d", ["query", "since"],
+         "'100d' is not valid for since: expected a duration between 1s and 90d"),
     ],
 )  # fmt: skip
 def test_bad_query_parameters_get_a_422_naming_the_parameter(
@@ -125,4 +127,3 @@ def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
     assert sorted(paths) == ["/api/v1/services", "/api/v1/traces", "/api/v1/traces/{trace_id}", "/healthz", "/readyz"]
-

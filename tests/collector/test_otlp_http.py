@@ -23,7 +23,9 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 def good_and_bad_request() -> tuple[bytes, list[str]]:
     start = now_ns() - 1_000_000_000
-    good = [{"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 1000} for _ in range(2)]
+    good = [
+        {"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 1000} for _ in range(2)
+    ]
     bad = {"trace_id": b"\x01\x02", "span_id": os.urandom(8), "start": start, "end": start + 1000}
     request = raw_request([good[0], bad, good[1]])
     return request.SerializeToString(), [g["trace_id"].hex() for g in good]
@@ -126,7 +128,9 @@ def test_an_undecodable_protobuf_body_is_a_400_with_a_bad_request_status(vigil_s
 
 
 def test_json_that_is_not_an_object_is_a_400_in_json(vigil_server: RunningVigil) -> None:
-    response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{vigil_server.otlp_http}/v1/traces", content=b"[1, 2]", headers={"Content-Type": "application/json"}
+    )
     assert (response.status_code, response.headers["content-type"]) == (400, "application/json")
     assert json.loads(response.text)["code"] == code_pb2.INVALID_ARGUMENT
 
@@ -144,9 +148,7 @@ def test_an_unknown_content_encoding_is_a_415(vigil_server: RunningVigil) -> Non
         f"{vigil_server.otlp_http}/v1/traces", content=b"x", headers={**PROTOBUF, "Content-Encoding": "br"}
     )
     assert response.status_code == 415
-    assert status_of(response).message == (
-        "Content-Encoding 'br' is not supported; send gzip, deflate or no encoding"
-    )
+    assert status_of(response).message == ("Content-Encoding 'br' is not supported; send gzip, deflate or no encoding")
 
 
 @pytest.fixture
@@ -164,7 +166,9 @@ def test_a_body_over_the_limit_is_a_413(small_limits: dict[str, Any], vigil_serv
     )
 
 
-def test_a_gzip_body_inflating_past_the_limit_is_a_413(small_limits: dict[str, Any], vigil_server: RunningVigil) -> None:
+def test_a_gzip_body_inflating_past_the_limit_is_a_413(
+    small_limits: dict[str, Any], vigil_server: RunningVigil
+) -> None:
     bomb = gzip.compress(b"\x00" * 1_000_000)
     response = httpx.post(
         f"{vigil_server.otlp_http}/v1/traces", content=bomb, headers={**PROTOBUF, "Content-Encoding": "gzip"}

@@ -41,7 +41,9 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Cl
     migrate(chdb_client, ctx)
     # As if the process died after some statements but before recording the version.
     chdb_client.command(f"DROP TABLE {database}.spans_red_1m_mv")
-    chdb_client.command(f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 1 SETTINGS mutations_sync = 1")
+    chdb_client.command(
+        f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 1 SETTINGS mutations_sync = 1"
+    )
     assert migrate(chdb_client, ctx) == [1]
     assert tables(chdb_client, database) == EXPECTED_TABLES
 

@@ -7,6 +7,11 @@ additions: ``ServiceVersion`` is lifted out of the resource (rollups and deploy 
 group by it), and ``*AttributeTypes`` maps remember the OTLP type of every attribute that is
 not a string, so the API gives back ``200`` for an int and ``"200"`` for a string.
 
+Two deliberate departures from the exporter, measured on chDB (docs/BENCHMARKS.md): no
+bloom-filter indexes on attribute map keys and values, and ClickHouse's default LZ4 rather
+than ZSTD(1). Together they more than doubled insert throughput; attribute filters scan within
+the (service, span name, time) order key instead of skipping granules by bloom filter.
+
 The same definitions produce single-node DDL (MergeTree) and cluster DDL
 (ReplicatedMergeTree local tables plus Distributed tables, ``ON CLUSTER``).
 
@@ -141,41 +146,38 @@ def _trace_ts_ttl(ctx: DdlContext) -> str:
 SPANS = Table(
     name="spans",
     columns=f"""
-    Timestamp DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    TraceId String CODEC(ZSTD(1)),
-    SpanId String CODEC(ZSTD(1)),
-    ParentSpanId String CODEC(ZSTD(1)),
-    TraceState String CODEC(ZSTD(1)),
-    SpanName LowCardinality(String) CODEC(ZSTD(1)),
-    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
-    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
-    ServiceVersion LowCardinality(String) CODEC(ZSTD(1)),
-    ResourceAttributes {_STRING_MAP} CODEC(ZSTD(1)),
-    ResourceAttributeTypes {_TYPE_MAP} CODEC(ZSTD(1)),
-    ScopeName String CODEC(ZSTD(1)),
-    ScopeVersion String CODEC(ZSTD(1)),
-    SpanAttributes {_STRING_MAP} CODEC(ZSTD(1)),
-    SpanAttributeTypes {_TYPE_MAP} CODEC(ZSTD(1)),
-    Duration UInt64 CODEC(ZSTD(1)),
-    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
-    StatusMessage String CODEC(ZSTD(1)),
+    Timestamp DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    TraceId String,
+    SpanId String,
+    ParentSpanId String,
+    TraceState String,
+    SpanName LowCardinality(String),
+    SpanKind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    ResourceAttributes {_STRING_MAP},
+    ResourceAttributeTypes {_TYPE_MAP},
+    ScopeName String,
+    ScopeVersion String,
+    SpanAttributes {_STRING_MAP},
+    SpanAttributeTypes {_TYPE_MAP},
+    Duration UInt64,
+    StatusCode LowCardinality(String),
+    StatusMessage String,
     Events Nested (
         Timestamp DateTime64(9, 'UTC'),
         Name LowCardinality(String),
         Attributes {_STRING_MAP},
         AttributeTypes {_TYPE_MAP}
-    ) CODEC(ZSTD(1)),
+    ),
     Links Nested (
         TraceId String,
         SpanId String,
         TraceState String,
         Attributes {_STRING_MAP},
         AttributeTypes {_TYPE_MAP}
-    ) CODEC(ZSTD(1)),
+    ),
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
-    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1""",
     engine="MergeTree",
     partition_by="toDate(Timestamp)",
@@ -189,10 +191,9 @@ SPANS = Table(
 SPANS_TRACE_ID_TS = Table(
     name="spans_trace_id_ts",
     columns="""
-    TraceId String CODEC(ZSTD(1)),
-    Start DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    End DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1""",
+    TraceId String,
+    Start DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    End DateTime64(9, 'UTC') CODEC(Delta, LZ4)""",
     engine="MergeTree",
     partition_by="toDate(Start)",
     order_by="(TraceId, Start)",
@@ -218,7 +219,7 @@ SPANS_TRACE_ID_TS_MV = MaterializedView(
 SPANS_RED_1M = Table(
     name="spans_red_1m",
     columns="""
-    Minute DateTime('UTC') CODEC(Delta, ZSTD(1)),
+    Minute DateTime('UTC') CODEC(Delta, LZ4),
     ServiceName LowCardinality(String),
     SpanName LowCardinality(String),
     ServiceVersion LowCardinality(String),

@@ -42,6 +42,4 @@ class StoreWriter:
                 self.client.insert_arrow(f"{self.database}.{table}", rows, settings=settings)
         except Exception as exc:
             logger.exception("insert of %d rows into %s failed", rows.num_rows, table)
-            raise StoreUnavailable(
-                f"ClickHouse did not accept {rows.num_rows} rows for {table}: {exc}"
-            ) from exc
+            raise StoreUnavailable(f"ClickHouse did not accept {rows.num_rows} rows for {table}: {exc}") from exc

@@ -1,0 +1,202 @@
+"""Ingest benchmark: pre-encoded OTLP trace requests into a real `vigil serve`, over HTTP and gRPC.
+
+    .venv/bin/python -m tests.bench.ingest_traces [--seconds 20] [--concurrency 4] [--workers -1]
+
+Each request holds 1,000 spans with 10 attributes (6 strings, 2 ints, a double, a bool), the
+OpenTelemetry SDK benchmark's shape. For each transport it sends for a fixed time from
+`--concurrency` threads, then stops Vigil (which drains its queue), opens the data directory
+and counts the spans actually stored. It prints spans/s stored and the peak RSS of the Vigil
+process plus its decode workers. It asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+SPANS_PER_REQUEST = 1000
+METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def build_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name", value=AnyValue(string_value="checkout"))
+    resource_spans.resource.attributes.add(key="service.version", value=AnyValue(string_value="1.0.0"))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name = "bench"
+    t0 = time.time_ns() - 60_000_000_000
+    for i in range(n):
+        span = scope_spans.spans.add()
+        span.trace_id = rng.randbytes(16)
+        span.span_id = rng.randbytes(8)
+        span.parent_span_id = rng.randbytes(8)
+        span.name = f"GET /api/v1/items/{i % 50}"
+        span.kind = 2
+        span.status.code = 1
+        span.start_time_unix_nano = t0 + i * 1000
+        span.end_time_unix_nano = t0 + i * 1000 + rng.randrange(100_000, 50_000_000)
+        for key, value in [
+            ("http.request.method", AnyValue(string_value="GET")),
+            ("http.route", AnyValue(string_value=f"/api/v1/items/{i % 50}")),
+            ("http.response.status_code", AnyValue(int_value=200)),
+            ("url.scheme", AnyValue(string_value="https")),
+            ("server.address", AnyValue(string_value="api.example.com")),
+            ("server.port", AnyValue(int_value=443)),
+            ("network.peer.address", AnyValue(string_value=f"10.1.{i % 256}.{i % 200}")),
+            ("user_agent.original", AnyValue(string_value="Mozilla/5.0 (X11; Linux x86_64)")),
+            ("db.duration_ms", AnyValue(double_value=rng.random() * 10)),
+            ("cache.hit", AnyValue(bool_value=bool(i % 2))),
+        ]:
+            span.attributes.add(key=key, value=value)
+    return request.SerializeToString()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of `pid` plus its live children, in MiB."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total_kb = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kb += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total_kb / 1024
+
+
+def send_http(port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]) -> None:
+    with httpx.Client(timeout=30) as client:
+        i = 0
+        while not stop.is_set():
+            response = client.post(
+                f"http://127.0.0.1:{port}/v1/traces",
+                content=bodies[i % len(bodies)],
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            if response.status_code == 200:
+                counts.append(SPANS_PER_REQUEST)
+            else:
+                errors.append(str(response.status_code))
+                time.sleep(0.05)
+            i += 1
+
+
+def send_grpc(port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    export = channel.unary_unary(METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    i = 0
+    while not stop.is_set():
+        try:
+            export(bodies[i % len(bodies)], timeout=30)
+            counts.append(SPANS_PER_REQUEST)
+        except grpc.RpcError as exc:
+            errors.append(exc.code().name)
+            time.sleep(0.05)
+        i += 1
+    channel.close()
+
+
+def count_stored(data_dir: Path) -> int:
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=f"chdb://{data_dir}")
+    return int(client.query("SELECT count() FROM vigil.spans").result_rows[0][0])
+
+
+def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: list[bytes]) -> dict[str, float]:
+    data_dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{transport}-"))
+    env = dict(os.environ)  # VIGIL_* settings pass through, so a run can tune the server
+    ports = {"VIGIL_HTTP_PORT": free_port(), "VIGIL_OTLP_HTTP_PORT": free_port(), "VIGIL_OTLP_GRPC_PORT": free_port()}
+    env.update({k: str(v) for k, v in ports.items()})
+    env.update(VIGIL_CLICKHOUSE_URL=f"chdb://{data_dir}", VIGIL_DECODE_WORKERS=str(workers), VIGIL_LOG_LEVEL="WARNING")
+    server = subprocess.Popen([sys.executable, "-m", "vigil.cli", "serve"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports['VIGIL_HTTP_PORT']}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("vigil serve did not start")
+            time.sleep(0.2)
+        stop = threading.Event()
+        counts: list[int] = []
+        errors: list[str] = []
+        sender, port = (
+            (send_http, ports["VIGIL_OTLP_HTTP_PORT"]) if transport == "http" else (send_grpc, ports["VIGIL_OTLP_GRPC_PORT"])
+        )
+        threads = [
+            threading.Thread(target=sender, args=(port, bodies, stop, counts, errors)) for _ in range(concurrency)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+        peak_rss = tree_peak_rss_mb(server.pid)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    stored = count_stored(data_dir)
+    return {
+        "acknowledged_spans": float(sum(counts)),
+        "stored_spans": float(stored),
+        "spans_per_s": stored / elapsed,
+        "peak_rss_mb": peak_rss,
+        "refusals": float(len(errors)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=-1, help="VIGIL_DECODE_WORKERS for the server")
+    parser.add_argument("--transport", choices=["http", "grpc", "both"], default="both")
+    args = parser.parse_args()
+    rng = random.Random(1)
+    bodies = [build_request(rng) for _ in range(16)]
+    print(f"request: {SPANS_PER_REQUEST} spans x 10 attributes, {len(bodies[0]):,} bytes of protobuf")
+    transports = ["http", "grpc"] if args.transport == "both" else [args.transport]
+    for transport in transports:
+        result = run(transport, args.seconds, args.concurrency, args.workers, bodies)
+        print(
+            f"{transport:5s} workers={args.workers} concurrency={args.concurrency} seconds={args.seconds:.0f}: "
+            f"{result['spans_per_s']:,.0f} spans/s stored "
+            f"(stored {result['stored_spans']:,.0f}, acknowledged {result['acknowledged_spans']:,.0f}, "
+            f"refused requests {result['refusals']:.0f}), peak RSS {result['peak_rss_mb']:,.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
