@@ -30,7 +30,7 @@ __all__ = ["Batcher", "BatcherConfig", "BatcherStats"]
 logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_BATCH_ROWS = 20_000
-_DEFAULT_MAX_BATCH_AGE_S = 0.05
+_DEFAULT_MAX_BATCH_AGE_S = 0.01
 _DEFAULT_MAX_QUEUE_ROWS = 400_000
 
 

@@ -42,6 +42,10 @@ class RunningVigil:
     vigil: Vigil
     loop: asyncio.AbstractEventLoop
 
+    def flush(self) -> None:
+        """Wait until every acknowledged row is in ClickHouse (inserts are asynchronous)."""
+        assert asyncio.run_coroutine_threadsafe(self.vigil.flush(), self.loop).result(timeout=60)
+
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
@@ -73,7 +77,7 @@ def stop_vigil(running: RunningVigil, thread: threading.Thread) -> None:
 
 
 @pytest.fixture
-def vigil_settings(chdb_url: str, database: str) -> dict[str, Any]:
+def vigil_settings(chdb_url: str, database: str, tmp_path: Path) -> dict[str, Any]:
     """Overrides for a test's Vigil; a test may change them before asking for `vigil_server`."""
     return {
         "clickhouse_url": chdb_url,
@@ -82,7 +86,9 @@ def vigil_settings(chdb_url: str, database: str) -> dict[str, Any]:
         "otlp_http_port": 0,
         "otlp_grpc_port": 0,
         "decode_workers": 0,
-        "max_batch_age": "20ms",
+        "max_batch_age": "5ms",
+        "wal_dir": str(tmp_path / "wal"),
+        "insert_interval": "20ms",
     }
 
 
@@ -94,7 +100,3 @@ def vigil_server(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
     finally:
         stop_vigil(running, thread)
 
-
-@pytest.fixture
-def tmp_dir(tmp_path: Path) -> Path:
-    return tmp_path

@@ -18,6 +18,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,7 +30,8 @@ from vigil.collector.decode_pool import DecodePool, resolve_workers
 from vigil.collector.ingest import OtlpIngest
 from vigil.collector.otlp_grpc import OtlpGrpcReceiver
 from vigil.collector.otlp_http import create_otlp_http_app
-from vigil.collector.writer import StoreRowsWriter
+from vigil.collector.wal import WriteAheadLog
+from vigil.collector.writer import Inserter, InserterConfig, WalWriter
 from vigil.dashboards import views
 from vigil.errors import ConfigError
 from vigil.settings import Settings
@@ -101,6 +103,7 @@ class Vigil:
         self._server_tasks: list[asyncio.Task[None]] = []
         self._grpc: OtlpGrpcReceiver | None = None
         self._batcher: Batcher | None = None
+        self.inserter: Inserter | None = None  # public: tests and drains wait on it
         self._decode_pool: DecodePool | None = None
         self._stopped = asyncio.Event()
 
@@ -123,8 +126,15 @@ class Vigil:
         await asyncio.to_thread(migrate, client, ctx)
         reader = StoreReader(client, database)
 
+        wal = WriteAheadLog(Path(settings.wal_path), fsync=settings.wal_fsync)
+        self.inserter = Inserter(
+            StoreWriter(client, database, local_files=settings.embedded),
+            wal,
+            InserterConfig(settings.insert_rows, settings.insert_interval, settings.max_wal_bytes),
+        )
+        await asyncio.to_thread(self.inserter.start)
         self._batcher = Batcher(
-            StoreRowsWriter(StoreWriter(client, database)),
+            WalWriter(wal, self.inserter),
             BatcherConfig(settings.max_batch_rows, settings.max_batch_age, settings.max_queue_rows),
         )
         self._batcher.start()
@@ -173,10 +183,18 @@ class Vigil:
         await asyncio.gather(*self._server_tasks, return_exceptions=True)
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.shutdown)
+        if self.inserter is not None:
+            await asyncio.to_thread(self.inserter.shutdown)
         if self._decode_pool is not None:
             await asyncio.to_thread(self._decode_pool.shutdown)
         if self.ports is not None:
             logger.info("Vigil stopped")
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Insert every acknowledged row into ClickHouse now; False if that took over `timeout_s`."""
+        if self.inserter is None:
+            return True
+        return await asyncio.to_thread(self.inserter.wait_idle, timeout_s)
 
     async def run(self) -> None:
         """Start, serve until SIGINT or SIGTERM, then shut down cleanly."""

@@ -14,7 +14,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.errors import ConfigError
@@ -24,8 +24,11 @@ __all__ = ["Settings", "get_settings", "load_settings", "parse_duration"]
 _DEFAULT_CLICKHOUSE_URL = "chdb://./vigil-data"
 _DEFAULT_DATABASE = "vigil"
 _DEFAULT_MAX_BATCH_ROWS = 20_000
-_DEFAULT_MAX_BATCH_AGE = "50ms"
+_DEFAULT_MAX_BATCH_AGE = "10ms"
 _DEFAULT_MAX_QUEUE_ROWS = 400_000
+_DEFAULT_MAX_WAL_BYTES = 2 * 1024**3
+_DEFAULT_INSERT_ROWS = 200_000
+_DEFAULT_INSERT_INTERVAL = "1s"
 # The OTLP spec recommends 20 MiB after decompression for HTTP; gRPC servers default to 4 MiB.
 _DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
 _DEFAULT_MAX_GRPC_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -77,12 +80,25 @@ class Settings(BaseSettings):
     logs_retention_days: int = Field(default=7, ge=1, le=3650)
     metrics_retention_days: int = Field(default=30, ge=1, le=3650)
 
-    # VIGIL_MAX_BATCH_ROWS: the batcher writes once this many rows are queued ...
+    # VIGIL_MAX_BATCH_ROWS: requests are appended to the write-ahead log (and acknowledged) in
+    # groups, once this many rows wait ...
     max_batch_rows: int = Field(default=_DEFAULT_MAX_BATCH_ROWS, ge=1)
-    # VIGIL_MAX_BATCH_AGE: ... or once the oldest queued row is this old (e.g. 200ms).
+    # VIGIL_MAX_BATCH_AGE: ... or once the oldest waiting row is this old (e.g. 10ms).
     max_batch_age: float = Field(default=parse_duration(_DEFAULT_MAX_BATCH_AGE), gt=0)
-    # VIGIL_MAX_QUEUE_ROWS: rows waiting to be written; past it receivers answer 429/503 + Retry-After.
+    # VIGIL_MAX_QUEUE_ROWS: rows in memory waiting for the log; past it receivers answer 429 + Retry-After.
     max_queue_rows: int = Field(default=_DEFAULT_MAX_QUEUE_ROWS, ge=1)
+    # VIGIL_WAL_DIR: the write-ahead log; empty means beside the embedded data (PATH-wal), or ./vigil-wal.
+    wal_dir: str = ""
+    # VIGIL_WAL_FSYNC: fsync each log append before acknowledging (off survives a crash of
+    # Vigil, but not of the machine).
+    wal_fsync: bool = True
+    # VIGIL_MAX_WAL_BYTES: the log's bound; while ClickHouse is down it holds up to this much,
+    # then receivers answer 503 + Retry-After.
+    max_wal_bytes: int = Field(default=_DEFAULT_MAX_WAL_BYTES, ge=1024)
+    # VIGIL_INSERT_ROWS / VIGIL_INSERT_INTERVAL: rows go from the log into ClickHouse in inserts
+    # of up to this many rows, at least this often (so they are queryable within it).
+    insert_rows: int = Field(default=_DEFAULT_INSERT_ROWS, ge=1)
+    insert_interval: float = Field(default=parse_duration(_DEFAULT_INSERT_INTERVAL), gt=0)
     # VIGIL_MAX_REQUEST_BYTES: largest OTLP/HTTP body after decompression (413 over it).
     max_request_bytes: int = Field(default=_DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     # VIGIL_MAX_GRPC_MESSAGE_BYTES: largest OTLP/gRPC message (RESOURCE_EXHAUSTED over it).
@@ -100,7 +116,7 @@ class Settings(BaseSettings):
     # VIGIL_LOG_LEVEL: Vigil's own log level.
     log_level: str = "INFO"
 
-    @field_validator("max_batch_age", mode="before")
+    @field_validator("max_batch_age", "insert_interval", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
@@ -131,6 +147,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a log level; expected DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @model_validator(mode="after")
+    def _wal_path_has_no_glob(self) -> Settings:
+        # Embedded ClickHouse reads log segments by a glob pattern built on this path.
+        if any(ch in self.wal_path for ch in "{}*?[]"):
+            field = "VIGIL_WAL_DIR" if self.wal_dir else "VIGIL_CLICKHOUSE_URL"
+            raise ValueError(
+                f"the write-ahead log path {self.wal_path!r} (from {field}) contains one of {{}}*?[]; "
+                "choose a directory without them"
+            )
+        return self
+
     def validate_batching(self) -> None:
         """Reject batcher settings that cannot work together (the names in the message are the variables)."""
         if self.max_queue_rows < self.max_batch_rows:
@@ -142,6 +169,15 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.clickhouse_url.startswith("chdb://")
+
+    @property
+    def wal_path(self) -> str:
+        """VIGIL_WAL_DIR, or its default beside the embedded data directory."""
+        if self.wal_dir:
+            return self.wal_dir
+        if self.embedded:
+            return self.clickhouse_url.removeprefix("chdb://").rstrip("/") + "-wal"
+        return "./vigil-wal"
 
 
 def load_settings(**overrides: Any) -> Settings:

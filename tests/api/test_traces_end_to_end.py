@@ -28,6 +28,7 @@ def test_sdk_spans_are_stored_and_read_back_exactly(vigil_server: RunningVigil, 
         assert exporter.export(spans) == SpanExportResult.SUCCESS
     finally:
         exporter.shutdown()
+    vigil_server.flush()
 
     trace_id = trace_id_of(spans)
     response = httpx.get(f"{vigil_server.api}/api/v1/traces/{trace_id}")
@@ -42,6 +43,7 @@ def test_a_trace_is_found_by_search_with_its_summary(vigil_server: RunningVigil)
     exporter = exporter_for("grpc", vigil_server)
     assert exporter.export(spans) == SpanExportResult.SUCCESS
     exporter.shutdown()
+    vigil_server.flush()
     summary = {
         "trace_id": trace_id_of(spans),
         "root_service": "shop",
@@ -73,6 +75,7 @@ def test_services_report_rate_errors_and_latency_from_the_rollup(vigil_server: R
     for spans in batches:
         assert exporter.export(spans) == SpanExportResult.SUCCESS
     exporter.shutdown()
+    vigil_server.flush()
 
     response = httpx.get(f"{vigil_server.api}/api/v1/services", params={"since": "15m"})
     assert response.status_code == 200

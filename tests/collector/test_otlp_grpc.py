@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.collector.test_otlp_http import good_and_bad_request, stored_trace_ids
+from tests.collector.test_otlp_http import good_and_bad_request, stored_trace_ids, wait_until
 from tests.conftest import RunningVigil
 from tests.spans import now_ns, raw_request
 from vigil.store.client import Client
@@ -52,7 +52,7 @@ def test_an_empty_request_is_a_success(export: grpc.UnaryUnaryMultiCallable) -> 
 
 
 def test_a_half_valid_request_keeps_the_good_spans_and_reports_partial_success(
-    export: grpc.UnaryUnaryMultiCallable, chdb_client: Client, database: str
+    export: grpc.UnaryUnaryMultiCallable, vigil_server: RunningVigil, chdb_client: Client, database: str
 ) -> None:
     body, good_ids = good_and_bad_request()
     response = export(body, timeout=10)
@@ -60,7 +60,7 @@ def test_a_half_valid_request_keeps_the_good_spans_and_reports_partial_success(
         1,
         "rejected 1 of 3 spans: span 1 (resource 0, scope 0): trace_id must be 16 bytes, got 2",
     )
-    assert stored_trace_ids(chdb_client, database) == sorted(good_ids)
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(good_ids)
 
 
 def test_garbage_is_invalid_argument_with_bad_request_details(export: grpc.UnaryUnaryMultiCallable) -> None:
@@ -100,13 +100,28 @@ def test_a_full_pipeline_is_resource_exhausted_with_retry_info(
     assert retry.retry_delay.ToMilliseconds() == 1000
 
 
-def test_a_store_outage_is_unavailable_with_retry_info(
-    export: grpc.UnaryUnaryMultiCallable, chdb_client: Client, database: str
+@pytest.fixture
+def tiny_wal(vigil_settings: dict[str, Any]) -> dict[str, Any]:
+    vigil_settings.update(max_wal_bytes=1024)
+    return vigil_settings
+
+
+def test_a_store_outage_with_a_full_log_is_unavailable_with_retry_info(
+    tiny_wal: dict[str, Any],
+    export: grpc.UnaryUnaryMultiCallable,
+    vigil_server: RunningVigil,
+    chdb_client: Client,
+    database: str,
 ) -> None:
     chdb_client.command(f"RENAME TABLE {database}.spans TO {database}.spans_away")
     try:
-        body, _ = good_and_bad_request()
-        error = rpc_error(export, body)
+        first, first_ids = good_and_bad_request()
+        export(first, timeout=10)
+        inserter = vigil_server.vigil.inserter
+        assert inserter is not None
+        wait_until(lambda: inserter.failing)
+        second, _ = good_and_bad_request()
+        error = rpc_error(export, second)
     finally:
         chdb_client.command(f"RENAME TABLE {database}.spans_away TO {database}.spans")
     assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -114,5 +129,5 @@ def test_a_store_outage_is_unavailable_with_retry_info(
     assert status is not None
     retry = error_details_pb2.RetryInfo()
     assert status.details[0].Unpack(retry)
-    assert retry.retry_delay.ToMilliseconds() == 1000
-    assert stored_trace_ids(chdb_client, database) == []
+    assert retry.retry_delay.ToMilliseconds() == 5000
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(first_ids)

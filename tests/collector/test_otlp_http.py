@@ -5,7 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -31,7 +32,8 @@ def good_and_bad_request() -> tuple[bytes, list[str]]:
     return request.SerializeToString(), [g["trace_id"].hex() for g in good]
 
 
-def stored_trace_ids(client: Client, database: str) -> list[str]:
+def stored_trace_ids(vigil: RunningVigil, client: Client, database: str) -> list[str]:
+    vigil.flush()
     rows = client.query(f"SELECT TraceId FROM {database}.spans ORDER BY TraceId").result_rows
     return [r[0] for r in rows]
 
@@ -56,7 +58,7 @@ def test_a_half_valid_body_keeps_the_good_spans_and_reports_partial_success(
     assert partial.error_message == (
         "rejected 1 of 3 spans: span 1 (resource 0, scope 0): trace_id must be 16 bytes, got 2"
     )
-    assert stored_trace_ids(chdb_client, database) == sorted(good_ids)
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(good_ids)
 
 
 def test_json_requests_get_json_responses(vigil_server: RunningVigil, chdb_client: Client, database: str) -> None:
@@ -82,7 +84,7 @@ def test_json_requests_get_json_responses(vigil_server: RunningVigil, chdb_clien
     assert (response.status_code, response.headers["content-type"]) == (200, "application/json")
     body = response.json()
     assert body["partialSuccess"]["rejectedSpans"] == "1"
-    assert stored_trace_ids(chdb_client, database) == ["5b8efff798038103d269b633813fc60c"]
+    assert stored_trace_ids(vigil_server, chdb_client, database) == ["5b8efff798038103d269b633813fc60c"]
 
 
 def test_a_gzip_body_is_accepted(vigil_server: RunningVigil, chdb_client: Client, database: str) -> None:
@@ -93,7 +95,7 @@ def test_a_gzip_body_is_accepted(vigil_server: RunningVigil, chdb_client: Client
         headers={**PROTOBUF, "Content-Encoding": "gzip"},
     )
     assert response.status_code == 200
-    assert stored_trace_ids(chdb_client, database) == sorted(good_ids)
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(good_ids)
 
 
 def test_a_chunked_body_without_content_length_is_read_whole(
@@ -107,7 +109,7 @@ def test_a_chunked_body_without_content_length_is_read_whole(
 
     response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=chunks(), headers=PROTOBUF)
     assert response.status_code == 200
-    assert stored_trace_ids(chdb_client, database) == sorted(good_ids)
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(good_ids)
 
 
 def status_of(response: httpx.Response) -> status_pb2.Status:
@@ -186,15 +188,38 @@ def test_a_full_pipeline_is_a_429_with_retry_after(small_limits: dict[str, Any],
     assert status_of(response).code == code_pb2.RESOURCE_EXHAUSTED
 
 
-def test_a_store_outage_is_a_503_with_retry_after_and_nothing_is_acknowledged(
-    vigil_server: RunningVigil, chdb_client: Client, database: str
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def tiny_wal(vigil_settings: dict[str, Any]) -> dict[str, Any]:
+    vigil_settings.update(max_wal_bytes=1024)
+    return vigil_settings
+
+
+def test_acknowledged_spans_survive_a_store_outage_and_a_full_log_answers_503(
+    tiny_wal: dict[str, Any], vigil_server: RunningVigil, chdb_client: Client, database: str
 ) -> None:
     chdb_client.command(f"RENAME TABLE {database}.spans TO {database}.spans_away")
-    body, _ = good_and_bad_request()
-    response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=body, headers=PROTOBUF)
-    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    first, first_ids = good_and_bad_request()
+    # Acknowledged once durable in the write-ahead log, although ClickHouse cannot take it.
+    assert httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=first, headers=PROTOBUF).status_code == 200
+    inserter = vigil_server.vigil.inserter
+    assert inserter is not None
+    wait_until(lambda: inserter.failing)
+
+    second, _ = good_and_bad_request()
+    response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=second, headers=PROTOBUF)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "5")
     status = status_of(response)
     assert status.code == code_pb2.UNAVAILABLE
-    assert status.message.startswith("ClickHouse did not accept 2 rows for spans: ")
+    assert status.message == (
+        "ClickHouse has been unavailable and the write-ahead log is full (1024 bytes); retry later"
+    )
+
     chdb_client.command(f"RENAME TABLE {database}.spans_away TO {database}.spans")
-    assert stored_trace_ids(chdb_client, database) == []
+    assert stored_trace_ids(vigil_server, chdb_client, database) == sorted(first_ids)

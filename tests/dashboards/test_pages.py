@@ -44,6 +44,7 @@ def send(vigil: RunningVigil, spans: list) -> None:  # type: ignore[type-arg]
     exporter = OTLPSpanExporter(endpoint=vigil.otlp_grpc, insecure=True)
     assert exporter.export(spans) == SpanExportResult.SUCCESS
     exporter.shutdown()
+    vigil.flush()
 
 
 def table_rows(page: playwright.Page, selector: str) -> list[list[str]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.ipc as ipc
 from clickhouse_connect.driver.client import Client
 
 from vigil.errors import StoreUnavailable
@@ -25,9 +27,11 @@ class StoreWriter:
     "retry later" instead of losing or acknowledging the rows.
     """
 
-    def __init__(self, client: Client, database: str) -> None:
+    def __init__(self, client: Client, database: str, *, local_files: bool = False) -> None:
         self.client = client
         self.database = database
+        # An embedded ClickHouse reads our Arrow files itself; a server must be sent the rows.
+        self.local_files = local_files
         self._lock = threading.Lock()
 
     def insert(self, table: str, rows: pa.Table, *, dedup_token: str | None = None) -> None:
@@ -35,7 +39,11 @@ class StoreWriter:
             raise ValueError(f"{table!r} is not a signal table; expected one of {sorted(_SIGNAL_TABLES)}")
         if rows.num_rows == 0:
             return
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings = (
+            {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+            if dedup_token
+            else None
+        )
         try:
             # One insert at a time: concurrent inserts gain nothing on one node and multiply parts.
             with self._lock:
@@ -43,3 +51,42 @@ class StoreWriter:
         except Exception as exc:
             logger.exception("insert of %d rows into %s failed", rows.num_rows, table)
             raise StoreUnavailable(f"ClickHouse did not accept {rows.num_rows} rows for {table}: {exc}") from exc
+
+    def insert_files(self, table: str, directory: Path, names: list[str], *, dedup_token: str) -> int:
+        """Insert Arrow IPC stream files (one table's rows each) as one deduplicated insert.
+
+        Embedded ClickHouse reads the files in place (``FROM INFILE`` with a glob); a server is
+        sent their rows. Returns the number of rows inserted.
+        """
+        if table not in _SIGNAL_TABLES:
+            raise ValueError(f"{table!r} is not a signal table; expected one of {sorted(_SIGNAL_TABLES)}")
+        paths = [directory / name for name in names]
+        if not self.local_files:
+            tables = []
+            for path in paths:
+                with ipc.open_stream(pa.memory_map(str(path))) as reader:
+                    tables.append(reader.read_all())
+            rows = pa.concat_tables(tables)
+            self.insert(table, rows, dedup_token=dedup_token)
+            return int(rows.num_rows)
+        pattern = f"{directory}/{{{','.join(names)}}}" if len(names) > 1 else str(paths[0])
+        statement = (
+            f"INSERT INTO {self.database}.{table} FROM INFILE {_sql_string(pattern)} "
+            f"SETTINGS insert_deduplication_token = {_sql_string(dedup_token)}, "
+            "deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT ArrowStream"
+        )
+        rows_total = 0
+        for path in paths:
+            with ipc.open_stream(pa.memory_map(str(path))) as reader:
+                rows_total += sum(batch.num_rows for batch in reader)
+        try:
+            with self._lock:
+                self.client.command(statement)
+        except Exception as exc:
+            logger.exception("insert of %d files into %s failed", len(paths), table)
+            raise StoreUnavailable(f"ClickHouse did not accept {rows_total} rows for {table}: {exc}") from exc
+        return rows_total
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,159 @@
+"""The write-ahead log: where rows become durable before they are acknowledged.
+
+ClickHouse wants few, large inserts; OTLP clients want a quick answer, and we may answer
+only once their data cannot be lost. The log reconciles the two. The batcher appends each
+group of requests as one segment (an Arrow IPC stream, fsynced, renamed into place) and
+acknowledges them; the inserter later puts many segments into ClickHouse in one insert and
+then deletes them. After a crash, segments still on disk are inserted again at start.
+
+A group of segments is inserted under a deduplication token recorded beforehand in a small
+manifest file, so a group that reached ClickHouse just before a crash is recognised and not
+counted twice when replayed (ClickHouse insert deduplication, materialized views included).
+
+The log is bounded in bytes; when full, receivers answer "retry later". The same bound
+makes it the spill queue while ClickHouse is unreachable.
+
+Layout of the directory::
+
+    00000000000000000042.spans.arrow      a segment: sequence number, table, rows
+    insert-00000000000000000040-00000000000000000042.json   a group being inserted
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from vigil.types import RowBatch
+
+__all__ = ["Segment", "WriteAheadLog"]
+
+logger = logging.getLogger(__name__)
+
+_SEGMENT = re.compile(r"^(\d{20})\.([a-z_][a-z0-9_]*)\.arrow$")
+_MANIFEST = re.compile(r"^insert-(\d{20})-(\d{20})\.json$")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One durable group of rows for one table."""
+
+    seq: int
+    table: str
+    rows: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.seq:020d}.{self.table}.arrow"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """Append-only segment files in `directory`; `fsync=False` trades crash safety for speed."""
+
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._next_seq = 0
+        self._bytes = 0
+
+    def open(self) -> list[Segment]:
+        """Prepare the directory and return the segments left by an earlier run, oldest first."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in self.directory.glob("*.tmp"):
+            # Never renamed into place, so never acknowledged: safe to drop.
+            leftover.unlink()
+        segments = []
+        for path in self.directory.iterdir():
+            match = _SEGMENT.match(path.name)
+            if match:
+                with ipc.open_stream(pa.memory_map(str(path))) as reader:
+                    rows = sum(batch.num_rows for batch in reader)
+                segments.append(Segment(int(match.group(1)), match.group(2), rows, path.stat().st_size))
+        segments.sort(key=lambda s: s.seq)
+        with self._lock:
+            self._next_seq = segments[-1].seq + 1 if segments else 0
+            self._bytes = sum(s.size for s in segments)
+        return segments
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def append(self, batch: RowBatch) -> Segment:
+        """Write `batch` as a new segment; when this returns, the rows survive a crash."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+        segment_name = f"{seq:020d}.{batch.table}.arrow"
+        tmp = self.directory / (segment_name + ".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_stream(sink, batch.rows.schema) as writer:
+            writer.write_table(batch.rows)
+        if self.fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, self.directory / segment_name)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        size = (self.directory / segment_name).stat().st_size
+        with self._lock:
+            self._bytes += size
+        return Segment(seq, batch.table, batch.num_rows, size)
+
+    def begin_insert(self, segments: list[Segment]) -> str:
+        """Record the group about to be inserted and return its deduplication token."""
+        token = f"{segments[0].seq:020d}-{segments[-1].seq:020d}"
+        manifest = self.directory / f"insert-{token}.json"
+        tmp = manifest.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps([s.name for s in segments]))
+        if self.fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, manifest)
+        return token
+
+    def commit_insert(self, token: str, segments: list[Segment]) -> None:
+        """The group is in ClickHouse: delete its segments, then its manifest."""
+        for segment in segments:
+            (self.directory / segment.name).unlink(missing_ok=True)
+        (self.directory / f"insert-{token}.json").unlink(missing_ok=True)
+        with self._lock:
+            self._bytes -= sum(s.size for s in segments)
+
+    def pending_groups(self, segments: list[Segment]) -> list[list[Segment]]:
+        """Groups whose insert began before a restart, so they are retried with the same token.
+
+        A manifest whose segments are partly gone was committed (segments are deleted only
+        after a successful insert); its remaining segments are deleted without inserting.
+        """
+        by_name = {s.name: s for s in segments}
+        groups: list[list[Segment]] = []
+        for manifest in sorted(self.directory.glob("insert-*.json")):
+            if not _MANIFEST.match(manifest.name):
+                continue
+            names = json.loads(manifest.read_text())
+            present = [by_name[n] for n in names if n in by_name]
+            if len(present) == len(names):
+                groups.append(present)
+            else:
+                logger.info("completing the deletion of %s, whose insert had succeeded", manifest.name)
+                self.commit_insert(manifest.name.removeprefix("insert-").removesuffix(".json"), present)
+        return groups
