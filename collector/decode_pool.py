@@ -13,6 +13,8 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from vigil.collector.decode.otlp import Signal, decode_otlp_request
@@ -22,6 +24,27 @@ from vigil.types import DecodeResult
 __all__ = ["DecodePool", "resolve_workers"]
 
 _PRELOAD = ["vigil.collector.decode.otlp"]
+
+
+_OWNER_POLL_S = 1.0
+
+
+def _exit_with(owner_pid: int) -> None:
+    """Worker initializer: end this worker once the Vigil process that owns it is gone.
+
+    After a SIGKILL of Vigil nothing else would: each worker holds the write ends of its own
+    task queue and of the fork server's liveness pipe, so neither ever reports EOF.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(_OWNER_POLL_S)
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="vigil-owner-watch", daemon=True).start()
 
 
 def resolve_workers(setting: int) -> int:
@@ -43,7 +66,9 @@ class DecodePool:
         if self.workers > 0:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(_PRELOAD)
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+            )
             # Start the workers now, so the first request does not pay for it.
             concurrent.futures.wait([self._executor.submit(os.getpid) for _ in range(self.workers)])
         else:

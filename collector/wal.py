@@ -16,7 +16,7 @@ makes it the spill queue while ClickHouse is unreachable.
 Layout of the directory::
 
     00000000000000000042.spans.arrow      a segment: sequence number, table, rows
-    insert-00000000000000000040-00000000000000000042.json   a group being inserted
+    insert-00000000000000000040-00000000000000000042.json   a group being inserted, with its token
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,42 +119,51 @@ class WriteAheadLog:
             self._bytes += size
         return Segment(seq, batch.table, batch.num_rows, size)
 
-    def begin_insert(self, segments: list[Segment]) -> str:
-        """Record the group about to be inserted and return its deduplication token."""
-        token = f"{segments[0].seq:020d}-{segments[-1].seq:020d}"
-        manifest = self.directory / f"insert-{token}.json"
+    def begin_insert(self, segments: list[Segment], token: str | None = None) -> str:
+        """Record the group about to be inserted and return its deduplication token.
+
+        Tokens are random, never derived from sequence numbers: those restart once the log is
+        empty, and a reused token would make ClickHouse drop new rows as a duplicate. A replay
+        passes the token its manifest recorded, so ClickHouse recognises the earlier insert.
+        """
+        token = token or uuid.uuid4().hex
+        manifest = self._manifest_path(segments)
         tmp = manifest.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps([s.name for s in segments]))
+        tmp.write_text(json.dumps({"token": token, "segments": [s.name for s in segments]}))
         if self.fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, manifest)
         return token
 
-    def commit_insert(self, token: str, segments: list[Segment]) -> None:
+    def _manifest_path(self, segments: list[Segment]) -> Path:
+        return self.directory / f"insert-{segments[0].seq:020d}-{segments[-1].seq:020d}.json"
+
+    def commit_insert(self, segments: list[Segment], manifest: Path | None = None) -> None:
         """The group is in ClickHouse: delete its segments, then its manifest."""
         for segment in segments:
             (self.directory / segment.name).unlink(missing_ok=True)
-        (self.directory / f"insert-{token}.json").unlink(missing_ok=True)
+        (manifest or self._manifest_path(segments)).unlink(missing_ok=True)
         with self._lock:
             self._bytes -= sum(s.size for s in segments)
 
-    def pending_groups(self, segments: list[Segment]) -> list[list[Segment]]:
+    def pending_groups(self, segments: list[Segment]) -> list[tuple[str, list[Segment]]]:
         """Groups whose insert began before a restart, so they are retried with the same token.
 
         A manifest whose segments are partly gone was committed (segments are deleted only
         after a successful insert); its remaining segments are deleted without inserting.
         """
         by_name = {s.name: s for s in segments}
-        groups: list[list[Segment]] = []
+        groups: list[tuple[str, list[Segment]]] = []
         for manifest in sorted(self.directory.glob("insert-*.json")):
             if not _MANIFEST.match(manifest.name):
                 continue
-            names = json.loads(manifest.read_text())
+            recorded = json.loads(manifest.read_text())
+            names = recorded["segments"]
             present = [by_name[n] for n in names if n in by_name]
-            if len(present) == len(names):
-                groups.append(present)
+            if present and len(present) == len(names):
+                groups.append((recorded["token"], present))
             else:
                 logger.info("completing the deletion of %s, whose insert had succeeded", manifest.name)
-                self.commit_insert(manifest.name.removeprefix("insert-").removesuffix(".json"), present)
+                self.commit_insert(present, manifest)
         return groups

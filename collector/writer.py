@@ -58,7 +58,7 @@ class Inserter:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queues: dict[str, deque[tuple[float, Segment]]] = {}
-        self._replay: list[list[Segment]] = []
+        self._replay: list[tuple[str | None, list[Segment]]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failing_since: float | None = None
@@ -81,17 +81,17 @@ class Inserter:
                 return
         leftovers = self.wal.open()
         groups = self.wal.pending_groups(leftovers)
-        in_groups = {s.seq for group in groups for s in group}
+        in_groups = {s.seq for _, group in groups for s in group}
         remaining = [s for s in self.wal.open() if s.seq not in in_groups] if groups else leftovers
         with self._lock:
-            self._replay = groups
+            self._replay = [(token, group) for token, group in groups]
             for segment in remaining:
                 self._queues.setdefault(segment.table, deque()).append((self._clock(), segment))
             if groups or remaining:
                 self._idle.clear()
                 logger.info(
                     "replaying %d rows left in the write-ahead log by an earlier run",
-                    sum(s.rows for g in groups for s in g) + sum(s.rows for s in remaining),
+                    sum(s.rows for _, g in groups for s in g) + sum(s.rows for s in remaining),
                 )
             self._stopping = False
             self._thread = threading.Thread(target=self._run, name="vigil-inserter", daemon=True)
@@ -149,7 +149,7 @@ class Inserter:
         with self._lock:
             return self._inserted_rows
 
-    def _take_locked(self, now: float, drain: bool) -> list[Segment] | None:
+    def _take_locked(self, now: float, drain: bool) -> tuple[str | None, list[Segment]] | None:
         if self._replay:
             return self._replay.pop(0)
         for queue in self._queues.values():
@@ -163,7 +163,7 @@ class Inserter:
                     _, segment = queue.popleft()
                     group.append(segment)
                     taken += segment.rows
-                return group
+                return None, group
         return None
 
     def _next_deadline_locked(self) -> float | None:
@@ -175,8 +175,9 @@ class Inserter:
         while True:
             with self._lock:
                 while True:
-                    group = self._take_locked(self._clock(), drain=self._stopping or self._drain_requested)
-                    if group is not None:
+                    taken = self._take_locked(self._clock(), drain=self._stopping or self._drain_requested)
+                    if taken is not None:
+                        token, group = taken
                         break
                     if not any(self._queues.values()):
                         self._drain_requested = False
@@ -186,14 +187,17 @@ class Inserter:
                     deadline = self._next_deadline_locked()
                     timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
                     self._wake.wait(timeout)
+            if token is None:
+                # Recorded before the attempt, so every retry, even after a restart, uses this token.
+                token = self.wal.begin_insert(group)
             try:
-                self._insert(group)
+                self._insert(group, token)
             except StoreUnavailable:
                 with self._lock:
                     if self._failing_since is None:
                         self._failing_since = self._clock()
                     # Back in front, in order: the log keeps the rows; try again after a pause.
-                    self._replay.insert(0, group)
+                    self._replay.insert(0, (token, group))
                     if self._stopping:
                         logger.warning("ClickHouse unavailable at shutdown; its rows stay in the write-ahead log")
                         self._replay.clear()
@@ -208,12 +212,11 @@ class Inserter:
                 with self._lock:
                     self._failing_since = None
 
-    def _insert(self, group: list[Segment]) -> None:
-        token = self.wal.begin_insert(group)
+    def _insert(self, group: list[Segment], token: str) -> None:
         rows = self.writer.insert_files(
             group[0].table, self.wal.directory, [segment.name for segment in group], dedup_token=token
         )
-        self.wal.commit_insert(token, group)
+        self.wal.commit_insert(group)
         with self._lock:
             self._inserted_rows += rows
         self._inserted.add(rows, {"table": group[0].table})

@@ -59,7 +59,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Pope
     for process in processes:
         if process.poll() is None:
             process.kill()
-            process.wait(10)
+        process.communicate(timeout=30)
 
 
 def start(env: dict[str, str], processes: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
@@ -82,6 +82,19 @@ def test_spans_written_before_a_restart_are_there_after_it(
 ) -> None:
     env, processes = serve
     first = start(env, processes)
+    trace_id = send_one_span(env)
+    first_log = stop(first)
+    assert "applied schema migration 1" in first_log
+    assert "Vigil stopped" in first_log
+
+    second = start(env, processes)
+    trace = httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/api/v1/traces/{trace_id}").json()
+    assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]
+    second_log = stop(second)
+    assert "applied schema migration" not in second_log
+
+
+def send_one_span(env: dict[str, str]) -> str:
     trace_id = os.urandom(16)
     start_ns = now_ns()
     body = raw_request([{"trace_id": trace_id, "span_id": os.urandom(8), "start": start_ns, "end": start_ns + 42}])
@@ -91,15 +104,35 @@ def test_spans_written_before_a_restart_are_there_after_it(
         headers={"Content-Type": "application/x-protobuf"},
     )
     assert response.status_code == 200
-    first_log = stop(first)
-    assert "applied schema migration 1" in first_log
-    assert "Vigil stopped" in first_log
+    return trace_id.hex()
 
+
+def wait_for_trace(env: dict[str, str], trace_id: str, timeout_s: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/api/v1/traces/{trace_id}")
+        if response.status_code == 200:
+            return dict(response.json())
+        time.sleep(0.1)
+    raise AssertionError(f"trace {trace_id} did not appear within {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_spans_acknowledged_before_a_kill_9_are_stored_after_the_restart(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
+) -> None:
+    env, processes = serve
+    env["VIGIL_INSERT_INTERVAL"] = "1h"  # acknowledged rows stay only in the write-ahead log
+    first = start(env, processes)
+    trace_id = send_one_span(env)
+    first.kill()
+    first.communicate(timeout=30)  # also closes its stderr pipe
+
+    env["VIGIL_INSERT_INTERVAL"] = "50ms"
     second = start(env, processes)
-    trace = httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/api/v1/traces/{trace_id.hex()}").json()
-    assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]
-    second_log = stop(second)
-    assert "applied schema migration" not in second_log
+    trace = wait_for_trace(env, trace_id)
+    assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]  # type: ignore[index, attr-defined]
+    assert "replaying 1 rows left in the write-ahead log by an earlier run" in stop(second)
 
 
 def test_a_bad_setting_stops_the_start_with_the_variable_named(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ messages in which `repeated KeyValue` fields, `Span.events`, `Span.links` and `S
 declared `bytes`. A message and a bytes field share one wire type, so upb parses the same body but
 hands back each attribute as its raw KeyValue encoding: no per-attribute objects. Raw encodings
 repeat a lot (same key, same value), so Arrow dictionary-encodes them, Python decodes each distinct
-one once (the common layouts by hand, the rest through the real `AnyValue`), and `take` spreads the
-results back. Map columns are built from flat keys, values and offsets; span scalars come out via
-one `attrgetter` per span and a `zip`. Only rare parts (events, links, resources) are parsed per item.
+one once (the common layouts by hand, bools/ints/doubles in one parse of their concatenation, the rest
+through the real `AnyValue`), and `take` spreads the results back. Map columns are built from flat
+keys, values and offsets; span fields come out column by column with `map(attrgetter(...))`. Only
+rare parts (events, links, resources) are parsed item by item.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import struct
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, count, repeat
+from itertools import accumulate, chain, count
 from operator import attrgetter
 from typing import Any
 
@@ -48,10 +48,12 @@ _KIND_ENUM = {
 _STATUS_ENUM = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _TS = pa.timestamp("ns", tz="UTC")
 _I64_MAX = 2**63 - 1
-_DOUBLE = struct.Struct("<d")
+_SCALAR_TAGS = {0x10: "bool", 0x18: "int", 0x21: "double"}  # AnyValue fields 2, 3, 4 with their wire types
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _NO_STR = pa.array([], pa.string())
 _NO_MAPS = (pa.array([], pa.map_(pa.string(), pa.string())),) * 2
+_PB_LABELS = ("trace_id", "span_id", "parent_span_id", "start_time_unix_nano", "end_time_unix_nano")
+_JSON_LABELS = ("traceId", "spanId", "parentSpanId", "startTimeUnixNano", "endTimeUnixNano")
 _Attr = tuple[str, str, str | None]  # key, value as text, OTLP type (None for a string)
 
 
@@ -77,9 +79,15 @@ def _lite_classes() -> dict[str, Any]:
         ],
         "Status": [("message", 2, "string"), ("code", 3, "int32")],
         "KeyValue": [("key", 1, "string"), ("value", 2, "bytes")],
+        "AnyValues": [  # AnyValue's fields, repeated: many AnyValue encodings concatenated
+            *[("string_value", 1, "*string"), ("bool_value", 2, "*bool"), ("int_value", 3, "*int64")],
+            *[("double_value", 4, "*double"), ("array_value", 5, "*bytes"), ("kvlist_value", 6, "*bytes")],
+            ("bytes_value", 7, "*bytes"),
+        ],
     }
     fdp = descriptor_pb2.FieldDescriptorProto
-    scalars = {"bytes": fdp.TYPE_BYTES, "string": fdp.TYPE_STRING, "fixed64": fdp.TYPE_FIXED64}
+    scalars = {"bytes": fdp.TYPE_BYTES, "string": fdp.TYPE_STRING, "fixed64": fdp.TYPE_FIXED64, "int32": fdp.TYPE_INT32}
+    scalars |= {"bool": fdp.TYPE_BOOL, "int64": fdp.TYPE_INT64, "double": fdp.TYPE_DOUBLE}
     fd = descriptor_pb2.FileDescriptorProto(name="vigil/lite_trace.proto", package="vigil.lite", syntax="proto3")
     for name, fields in layout.items():
         msg = fd.message_type.add(name=name)
@@ -87,8 +95,8 @@ def _lite_classes() -> dict[str, Any]:
             f = msg.field.add(name=fname, number=number, label=fdp.LABEL_OPTIONAL)
             if typ.startswith("*"):
                 f.label, typ = fdp.LABEL_REPEATED, typ[1:]
-            if typ in scalars or typ == "int32":  # enums are int32 on the wire
-                f.type = scalars.get(typ, fdp.TYPE_INT32)
+            if typ in scalars:  # enums are int32 on the wire
+                f.type = scalars[typ]
             else:
                 f.type, f.type_name = fdp.TYPE_MESSAGE, f".vigil.lite.{typ}"
     pool = descriptor_pool.DescriptorPool()  # a private pool: the real OTLP names stay untouched
@@ -101,7 +109,7 @@ _SPAN_FIELDS = [
     attrgetter(name)
     for name in (
         *("trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind", "start_time_unix_nano"),
-        *("end_time_unix_nano", "status", "attributes", "events", "links"),
+        *("end_time_unix_nano", "status", "events", "links"),
     )
 ]
 
@@ -134,37 +142,64 @@ def _pb_plain(v: AnyValue) -> tuple[object, str]:
     return getattr(v, which), which.removesuffix("_value")
 
 
+def _raw_value(raw: bytes) -> tuple[str, str | None]:
+    """Text and type (None for a string) of one AnyValue encoding, through the real class."""
+    plain, typ = _pb_plain(AnyValue.FromString(raw))
+    return _text(plain, typ), None if typ == "string" else typ
+
+
 def _raw_kv(raw: bytes) -> _Attr:
-    """Key, text and type of one KeyValue encoding, through the real AnyValue (the general path)."""
+    """Key, text and type of one KeyValue encoding (the general, slow path)."""
     kv = _LITE["KeyValue"].FromString(raw)
-    plain, typ = _pb_plain(AnyValue.FromString(kv.value))
-    return kv.key, _text(plain, typ), None if typ == "string" else typ
+    return (kv.key, *_raw_value(kv.value))
 
 
-def _doubles_text(packed: bytes) -> list[str]:
-    """repr() of packed little-endian doubles, in bulk. Arrow's float-to-string is shortest round-trip
-    like repr, and lays it out the same for 0 and 1e-4 <= |x| < 1e10 but for repr's ".0" on integers
-    (property-tested); repr formats the rest. A quarter of the cost of repr on typical doubles."""
-    floats = struct.unpack(f"<{len(packed) // 8}d", packed)
-    xs = pa.array(floats, pa.float64())
-    text = xs.cast(pa.string())
-    text = pc.if_else(pc.match_substring(text, "."), text, pc.binary_join_element_wise(text, ".0", ""))
-    mag = pc.abs(xs)
-    same = pc.or_(pc.and_(pc.greater_equal(mag, 1e-4), pc.less(mag, 1e10)), pc.equal(xs, 0))
-    out: list[str] = pc.if_else(same, text, None).to_pylist()
-    for i in pc.indices_nonzero(pc.invert(same)).to_pylist():
-        out[i] = repr(floats[i])
+def _doubles_text(floats: list[float]) -> list[str]:
+    """repr() of many floats. Arrow's float-to-string gives the same shortest round-trip digits as
+    repr, and the same layout for 0 and 1e-4 <= |x| < 1e10 but for repr's ".0" on integers
+    (property-tested); repr does the rest. Cheaper than repr on each."""
+    out: list[str] = pa.array(floats, pa.float64()).cast(pa.string()).to_pylist()
+    for i, text in enumerate(out):
+        if "e" in text or "n" in text or text.startswith(("0.0000", "-0.0000")):  # exponent, inf, nan, tiny
+            out[i] = repr(floats[i])
+        elif "." not in text:
+            out[i] = text + ".0"
     return out
 
 
+def _scalar_texts(raws: list[bytes], at: dict[str, list[int]], texts: list[str], types: list[str | None]) -> None:
+    """Fill in `texts` at `at[type]` from bool, int and double AnyValue encodings, in row order.
+
+    Concatenated, the encodings parse in one call as a message of repeated fields, in order. If each
+    holds exactly one field (the counts per type tell), the i-th of a type is the i-th position;
+    otherwise (never from real encoders) each is decoded alone, as protobuf would (last one wins).
+    """
+    cols = _LITE["AnyValues"].FromString(b"".join(raws))
+    got = {"bool": cols.bool_value[:], "int": cols.int_value[:], "double": cols.double_value[:]}
+    others = len(cols.string_value) + len(cols.array_value) + len(cols.kvlist_value) + len(cols.bytes_value)
+    if others or any(len(got[t]) != len(at[t]) for t in at):
+        by_pos = sorted((i, t) for t in at for i in at[t])  # rows in order, as `raws` are
+        for (i, _), raw in zip(by_pos, raws, strict=True):
+            texts[i], types[i] = _raw_value(raw)
+        return
+    values: dict[str, Iterable[str]] = {
+        "bool": ("true" if b else "false" for b in got["bool"]),
+        "int": map(str, got["int"]),
+        "double": _doubles_text(got["double"]),
+    }
+    for t, positions in at.items():
+        for i, text in zip(positions, values[t], strict=True):
+            texts[i] = text
+
+
 def _decode_kvs(raws: list[bytes]) -> tuple[list[str], list[str], list[str | None]]:
-    """Keys, texts and types of KeyValue encodings. The common layouts are cut by hand in one loop:
-    ``0A len key 12 len`` then ``0A len utf8`` (string) or ``21 <8 bytes>`` (double), 1-byte lengths."""
+    """Keys, texts and types of KeyValue encodings. The canonical layout, ``0A len key 12 len`` then
+    ``0A len utf8`` or a bool/int/double field, with 1-byte lengths, is cut by hand in one loop."""
     keys: list[str] = []
     texts: list[str] = []
     types: list[str | None] = []
-    doubles: list[bytes] = []
-    double_at: list[int] = []
+    scalars: list[bytes] = []
+    at: dict[str, list[int]] = {"bool": [], "int": [], "double": []}
     for raw in raws:
         n = len(raw)
         v = raw[1] + 4 if n > 5 and raw[0] == 0x0A else n  # where the AnyValue starts
@@ -175,19 +210,20 @@ def _decode_kvs(raws: list[bytes]) -> tuple[list[str], list[str], list[str | Non
                 texts.append(raw[v + 2 :].decode())
                 types.append(None)
                 continue
-            if tag == 0x21 and n - v == 9:
-                double_at.append(len(keys))
-                doubles.append(raw[v + 1 :])
+            typ = _SCALAR_TAGS.get(tag)
+            if typ:
+                at[typ].append(len(keys))
+                scalars.append(raw[v:])
                 keys.append(raw[2 : v - 2].decode())
-                texts.append("")  # filled in below, all doubles at once
-                types.append("double")
+                texts.append("")  # filled in below, all at once
+                types.append(typ)
                 continue
         key, text, typ = _raw_kv(raw)
         keys.append(key)
         texts.append(text)
         types.append(typ)
-    for i, text in zip(double_at, _doubles_text(b"".join(doubles)) if doubles else (), strict=True):
-        texts[i] = text
+    if scalars:
+        _scalar_texts(scalars, at, texts, types)
     return keys, texts, types
 
 
@@ -270,22 +306,21 @@ def _id_problem(label: str, v: bytes, size: int) -> str:
 
 def _span_problems(s: _Spans, i: int) -> list[str]:
     """Why span `i` is invalid, one phrase per problem (the rules of `_assemble`'s check)."""
-    names = ("traceId", "spanId", "parentSpanId", "startTimeUnixNano", "endTimeUnixNano", "links")
-    if not s.json:
-        names = ("trace_id", "span_id", "parent_span_id", "start_time_unix_nano", "end_time_unix_nano", "links")
+    labels = _JSON_LABELS if s.json else _PB_LABELS
     out: list[str] = []
-    for label, v, size in zip(names, (s.trace_id[i], s.span_id[i], s.parent_span_id[i]), (16, 8, 8), strict=False):
-        if len(v) != size and (v or label[0] != "p"):
+    for label, v, size in zip(labels, (s.trace_id[i], s.span_id[i], s.parent_span_id[i]), (16, 8, 8), strict=False):
+        if len(v) != size and (v or label != labels[2]):
             out.append(_id_problem(label, v, size))
-        elif v == bytes(size) and label[0] != "p":
+        elif v == bytes(size) and label != labels[2]:
             out.append(f"{label} is all zeros, which is not a valid id")
     start, end = s.start[i], s.end[i]
     if start == 0:
-        out.append(f"{names[3]} is 0; set it to the span's start in nanoseconds since the Unix epoch")
-    out += [f"{label} {t} is after the year 2262: not nanoseconds since the epoch?" for label, t in
-            ((names[3], start), (names[4], end)) if t > _I64_MAX]  # fmt: skip
+        out.append(f"{labels[3]} is 0 (it must be the span's start, in nanoseconds since the Unix epoch)")
+    for label, t in ((labels[3], start), (labels[4], end)):
+        if t > _I64_MAX:
+            out.append(f"{label} {t} is after the year 2262 (nanoseconds since the Unix epoch expected)")
     if end < start:
-        out.append(f"{names[4]} {end} is before {names[3]} {start}")
+        out.append(f"{labels[4]} {end} is before {labels[3]} {start}")
     first = s.link_offsets[i]
     for j in range(first, s.link_offsets[i + 1]):
         for label, v, size in (("trace_id", s.link_trace_id[j], 16), ("span_id", s.link_span_id[j], 8)):
@@ -327,9 +362,9 @@ def _assemble(s: _Spans) -> DecodeResult:
         bad = sorted({*bad, *bad_links, *s.problems})
 
     # One value per resource or scope, spread out to their spans with take.
-    counts = [b[4] - a[4] for a, b in zip(s.scopes, [*s.scopes[1:], (0, 0, "", "", n)], strict=True)]
-    res_idx = pa.array(chain.from_iterable(map(repeat, (sc[0] for sc in s.scopes), counts)), pa.int32(), size=n)
-    scope_idx = pa.array(chain.from_iterable(map(repeat, range(len(counts)), counts)), pa.int32(), size=n)
+    firsts = pa.array([sc[4] for sc in s.scopes] + [n], pa.int32())
+    scope_idx = pc.list_parent_indices(pa.ListArray.from_arrays(firsts, pa.nulls(n)))
+    res_idx = pa.array([sc[0] for sc in s.scopes], pa.int32()).take(scope_idx)
     services, versions = [], []
     for attrs in s.resources:
         found = {k: v for k, v, _ in reversed(attrs)}  # reversed: the first of duplicate keys wins
@@ -383,10 +418,11 @@ def decode_traces_protobuf(body: bytes) -> DecodeResult:
             hint = "; it looks like JSON: send it as application/json"
         elif body[:2] == b"\x1f\x8b":
             hint = "; it looks gzip-compressed: set Content-Encoding: gzip"
-        what = "a string is not valid UTF-8" if isinstance(err, UnicodeDecodeError) else "malformed protobuf"
-        raise DecodeError(
-            f"body ({len(body)} bytes) is not an ExportTraceServiceRequest: {what} ({err}){hint}"
-        ) from None
+        if isinstance(err, UnicodeDecodeError):
+            what = f"a string is not valid UTF-8 ({err.reason} at {err.object[err.start : err.end]!r})"
+        else:  # upb names the message type; ours is the lite copy, so keep only the reason
+            what = f"malformed protobuf ({str(err).rpartition(': ')[2]})"
+        raise DecodeError(f"body ({len(body)} bytes) is not an ExportTraceServiceRequest: {what}{hint}") from None
 
 
 def _decode_protobuf(body: bytes) -> DecodeResult:
@@ -400,7 +436,7 @@ def _decode_protobuf(body: bytes) -> DecodeResult:
             spans += ss.spans
     cols = [list(map(get, spans)) for get in _SPAN_FIELDS]  # column by column: no per-span tuples
     s.trace_id, s.span_id, s.parent_span_id, s.trace_state, s.name, s.kind, s.start, s.end = cols[:8]
-    statuses, attrs, events, links = cols[8:]
+    statuses, events, links = cols[8:]
 
     # Statuses repeat (mostly all empty, or all code 1): decode each distinct encoding once.
     distinct = {raw: _LITE["Status"].FromString(raw) for raw in dict.fromkeys(statuses)}
@@ -411,7 +447,7 @@ def _decode_protobuf(body: bytes) -> DecodeResult:
     else:
         s.status_code = pa.array([distinct[raw].code for raw in statuses], pa.int64())
         s.status_message = pa.array([distinct[raw].message for raw in statuses], pa.string())
-    s.attrs = _raw_attr_maps([a[:] for a in attrs])
+    s.attrs = _raw_attr_maps([sp.attributes[:] for sp in spans])
 
     s.ev_offsets = list(accumulate(map(len, events), initial=0))
     if s.ev_offsets[-1]:
@@ -447,7 +483,7 @@ def _list(d: dict[str, Any], key: str, path: str) -> list[Any]:
     v = d.get(key)
     if v is None or isinstance(v, list):
         return v or []
-    raise DecodeError(f"{path}.{key}: expected an array, got {_json_type(v)}")
+    raise DecodeError(f"{path}.{key}: expected an array, got {_json_type(v)}".lstrip("."))
 
 
 def _str(d: dict[str, Any], key: str, path: str) -> str:

@@ -107,7 +107,9 @@ class Table:
     order_by: str
     partition_by: str = ""
     ttl: Callable[[DdlContext], str] | None = None
-    settings: str = "index_granularity = 8192"
+    # Deduplication of retried inserts (the write-ahead log's replay) needs a window on
+    # non-replicated tables; replicated tables keep their own by default.
+    settings: str = "index_granularity = 8192, non_replicated_deduplication_window = 1000"
     # Distributed sharding key; spans shard by trace so one trace is on one shard.
     shard_key: str = "rand()"
 
@@ -183,7 +185,7 @@ SPANS = Table(
     partition_by="toDate(Timestamp)",
     order_by="(ServiceName, SpanName, toDateTime(Timestamp))",
     ttl=_traces_ttl,
-    settings="index_granularity = 8192, ttl_only_drop_parts = 1",
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000",
     shard_key="cityHash64(TraceId)",
 )
 

@@ -1,0 +1,131 @@
+"""The write-ahead log and the inserter: durable before acknowledged, inserted exactly once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.spans import now_ns, raw_request
+from vigil.collector.decode.otlp_traces import decode_traces_protobuf
+from vigil.collector.wal import Segment, WriteAheadLog
+from vigil.collector.writer import Inserter, InserterConfig
+from vigil.errors import Backpressure
+from vigil.store.client import Client
+from vigil.store.migrate import migrate
+from vigil.store.schema import DdlContext
+from vigil.store.write import StoreWriter
+from vigil.types import RowBatch
+
+
+def span_rows(n: int) -> RowBatch:
+    start = now_ns() - 5_000_000_000
+    spans = [{"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 10} for _ in range(n)]
+    return decode_traces_protobuf(raw_request(spans).SerializeToString()).batch
+
+
+def counts(client: Client, database: str) -> tuple[int, int]:
+    spans = client.query(f"SELECT count() FROM {database}.spans").result_rows[0][0]
+    requests = client.query(f"SELECT sum(Requests) FROM {database}.spans_red_1m").result_rows[0][0]
+    return int(spans), int(requests)
+
+
+@pytest.fixture
+def store(chdb_client: Client, database: str) -> StoreWriter:
+    migrate(chdb_client, DdlContext(database=database))
+    return StoreWriter(chdb_client, database, local_files=True)
+
+
+def test_appended_segments_are_found_again_after_reopening(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path)
+    wal.open()
+    first = wal.append(span_rows(3))
+    second = wal.append(span_rows(2))
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.open() == [first, second]
+    assert [(s.seq, s.table, s.rows) for s in (first, second)] == [(0, "spans", 3), (1, "spans", 2)]
+    assert reopened.append(span_rows(1)).seq == 2
+    assert reopened.size_bytes == sum(p.stat().st_size for p in tmp_path.glob("*.arrow"))
+
+
+def test_a_segment_never_renamed_into_place_was_never_acknowledged_and_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "00000000000000000007.spans.arrow.tmp").write_bytes(b"half written")
+    wal = WriteAheadLog(tmp_path)
+    assert wal.open() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_segments_left_by_an_earlier_run_are_inserted_at_start_and_removed(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    earlier = WriteAheadLog(tmp_path)
+    earlier.open()
+    earlier.append(span_rows(4))
+    earlier.append(span_rows(6))
+
+    inserter = Inserter(store, WriteAheadLog(tmp_path), InserterConfig(insert_interval=0.01))
+    inserter.start()
+    assert inserter.wait_idle(30)
+    inserter.shutdown()
+    assert counts(chdb_client, database) == (10, 10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_group_inserted_just_before_a_crash_is_not_counted_twice(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    wal = WriteAheadLog(tmp_path)
+    wal.open()
+    group = [wal.append(span_rows(5)), wal.append(span_rows(7))]
+    token = wal.begin_insert(group)
+    store.insert_files("spans", tmp_path, [s.name for s in group], dedup_token=token)
+    # The process dies here: ClickHouse has the rows, the log still has the segments and the manifest.
+
+    inserter = Inserter(store, WriteAheadLog(tmp_path), InserterConfig(insert_interval=0.01))
+    inserter.start()
+    assert inserter.wait_idle(30)
+    inserter.shutdown()
+    assert counts(chdb_client, database) == (12, 12)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_group_whose_segments_were_partly_deleted_is_finished_without_inserting_again(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    wal = WriteAheadLog(tmp_path)
+    wal.open()
+    group = [wal.append(span_rows(2)), wal.append(span_rows(3))]
+    wal.begin_insert(group)
+    # Deletion happens only after a successful insert; a segment gone means the insert succeeded.
+    (tmp_path / group[0].name).unlink()
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.pending_groups(reopened.open()) == []
+    assert list(tmp_path.iterdir()) == []
+    assert counts(chdb_client, database) == (0, 0)
+
+
+def test_a_full_log_refuses_new_rows_while_inserts_catch_up(tmp_path: Path, store: StoreWriter) -> None:
+    wal = WriteAheadLog(tmp_path)
+    wal.open()
+    inserter = Inserter(store, wal, InserterConfig(max_wal_bytes=1024))
+    wal.append(span_rows(3))
+    with pytest.raises(Backpressure) as info:
+        inserter.check_capacity()
+    assert str(info.value) == "the write-ahead log is full (1024 bytes) while inserts catch up; retry shortly"
+
+
+def test_tokens_are_unique_even_when_sequence_numbers_restart(tmp_path: Path) -> None:
+    first_run = WriteAheadLog(tmp_path / "a")
+    first_run.open()
+    second_run = WriteAheadLog(tmp_path / "b")
+    second_run.open()
+    first = first_run.begin_insert([first_run.append(span_rows(1))])
+    second = second_run.begin_insert([second_run.append(span_rows(1))])
+    assert first != second
+
+
+def test_segment_names_sort_in_sequence_order() -> None:
+    names = [Segment(seq, "spans", 1, 1).name for seq in (10, 9, 100)]
+    assert sorted(names) == [Segment(s, "spans", 1, 1).name for s in (9, 10, 100)]
+    assert names[0] == "00000000000000000010.spans.arrow"
