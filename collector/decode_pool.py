@@ -29,6 +29,21 @@ _PRELOAD = ["vigil.collector.decode.otlp"]
 _OWNER_POLL_S = 1.0
 
 
+def _alive(pid: int) -> bool:
+    # A killed process stays a zombie until its parent reaps it; that counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to a signal probe
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
 def _exit_with(owner_pid: int) -> None:
     """Worker initializer: end this worker once the Vigil process that owns it is gone.
 
@@ -37,12 +52,9 @@ def _exit_with(owner_pid: int) -> None:
     """
 
     def watch() -> None:
-        while True:
+        while _alive(owner_pid):
             time.sleep(_OWNER_POLL_S)
-            try:
-                os.kill(owner_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
+        os._exit(0)
 
     threading.Thread(target=watch, name="vigil-owner-watch", daemon=True).start()
 

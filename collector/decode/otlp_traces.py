@@ -422,7 +422,7 @@ def decode_traces_protobuf(body: bytes) -> DecodeResult:
             what = f"a string is not valid UTF-8 ({err.reason} at {err.object[err.start : err.end]!r})"
         else:  # upb names the message type; ours is the lite copy, so keep only the reason
             what = f"malformed protobuf ({str(err).rpartition(': ')[2]})"
-        raise DecodeError(f"body ({len(body)} bytes) is not an ExportTraceServiceRequest: {what}{hint}") from None
+        raise DecodeError(f"body ({len(body)} bytes) is not a valid ExportTraceServiceRequest: {what}{hint}") from None
 
 
 def _decode_protobuf(body: bytes) -> DecodeResult:

@@ -435,7 +435,10 @@ def test_a_hex_text_trace_id_gets_a_hint_and_a_bad_link_rejects_its_span() -> No
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b"\x0a\x05\x12\x03", "body (4 bytes) is not an ExportTraceServiceRequest: malformed protobuf (Wire format"),
+        (
+            b"\x0a\x05\x12\x03",
+            "body (4 bytes) is not a valid ExportTraceServiceRequest: malformed protobuf (Wire format",
+        ),
         (b'{"resourceSpans": []}', "it looks like JSON: send it as application/json"),
         (b"\x1f\x8b\x08\x00", "it looks gzip-compressed: set Content-Encoding: gzip"),
     ],
@@ -458,7 +461,7 @@ def test_an_attribute_that_is_not_utf8_raises_decode_error(bad: bytes, where: st
     body = b"\x0a" + bytes([len(span_bytes) + 4]) + b"\x12" + bytes([len(span_bytes) + 2])
     body += b"\x12" + bytes([len(span_bytes)]) + span_bytes  # resource_spans[0].scope_spans[0].spans[0]
 
-    with pytest.raises(DecodeError, match=r"^body .* is not an ExportTraceServiceRequest: .*UTF-8") as err:
+    with pytest.raises(DecodeError, match=r"^body .* is not a valid ExportTraceServiceRequest: .*UTF-8") as err:
         decode_traces_protobuf(body)
 
     assert where in str(err.value)
