@@ -99,4 +99,3 @@ def vigil_server(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
         yield running
     finally:
         stop_vigil(running, thread)
-

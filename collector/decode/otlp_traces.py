@@ -41,11 +41,8 @@ __all__ = ["decode_traces_json", "decode_traces_protobuf"]
 
 _KINDS = pa.array(["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"])
 _STATUSES = pa.array(["Unset", "Ok", "Error"])
-_KIND_ENUM = {
-    f"SPAN_KIND_{name}": i
-    for i, name in enumerate(["UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"])
-}
-_STATUS_ENUM = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_KIND_ENUM = {f"SPAN_KIND_{name.upper()}": i for i, name in enumerate(_KINDS.to_pylist())}  # enum names, as JSON may
+_STATUS_ENUM = {f"STATUS_CODE_{name.upper()}": i for i, name in enumerate(_STATUSES.to_pylist())}
 _TS = pa.timestamp("ns", tz="UTC")
 _I64_MAX = 2**63 - 1
 _SCALAR_TAGS = {0x10: "bool", 0x18: "int", 0x21: "double"}  # AnyValue fields 2, 3, 4 with their wire types
@@ -58,47 +55,36 @@ _Attr = tuple[str, str, str | None]  # key, value as text, OTLP type (None for a
 
 
 def _lite_classes() -> dict[str, Any]:
-    """The lite messages; field numbers follow opentelemetry/proto/trace/v1/trace.proto."""
-    layout: dict[str, list[tuple[str, int, str]]] = {
-        "Request": [("resource_spans", 1, "*ResourceSpans")],
-        "ResourceSpans": [("resource", 1, "Resource"), ("scope_spans", 2, "*ScopeSpans")],
-        "Resource": [("attributes", 1, "*bytes")],
-        "ScopeSpans": [("scope", 1, "Scope"), ("spans", 2, "*Span")],
-        "Scope": [("name", 1, "string"), ("version", 2, "string")],
-        "Span": [
-            *[("trace_id", 1, "bytes"), ("span_id", 2, "bytes"), ("trace_state", 3, "string")],
-            *[("parent_span_id", 4, "bytes"), ("name", 5, "string"), ("kind", 6, "int32")],
-            *[("start_time_unix_nano", 7, "fixed64"), ("end_time_unix_nano", 8, "fixed64")],
-            *[("attributes", 9, "*bytes"), ("events", 11, "*bytes"), ("links", 13, "*bytes")],
-            ("status", 15, "bytes"),
-        ],
-        "Event": [("time_unix_nano", 1, "fixed64"), ("name", 2, "string"), ("attributes", 3, "*bytes")],
-        "Link": [
-            *[("trace_id", 1, "bytes"), ("span_id", 2, "bytes"), ("trace_state", 3, "string")],
-            ("attributes", 4, "*bytes"),
-        ],
-        "Status": [("message", 2, "string"), ("code", 3, "int32")],
-        "KeyValue": [("key", 1, "string"), ("value", 2, "bytes")],
-        "AnyValues": [  # AnyValue's fields, repeated: many AnyValue encodings concatenated
-            *[("string_value", 1, "*string"), ("bool_value", 2, "*bool"), ("int_value", 3, "*int64")],
-            *[("double_value", 4, "*double"), ("array_value", 5, "*bytes"), ("kvlist_value", 6, "*bytes")],
-            ("bytes_value", 7, "*bytes"),
-        ],
+    """The lite messages, as "name=number:type" with * for repeated; numbers as in trace.proto."""
+    layout = {
+        "Request": "*resource_spans=1:ResourceSpans",
+        "ResourceSpans": "resource=1:Resource *scope_spans=2:ScopeSpans",
+        "Resource": "*attributes=1:bytes",
+        "ScopeSpans": "scope=1:Scope *spans=2:Span",
+        "Scope": "name=1:string version=2:string",
+        "Span": "trace_id=1:bytes span_id=2:bytes trace_state=3:string parent_span_id=4:bytes name=5:string"
+        " kind=6:int32 start_time_unix_nano=7:fixed64 end_time_unix_nano=8:fixed64 *attributes=9:bytes"
+        " *events=11:bytes *links=13:bytes status=15:bytes",
+        "Event": "time_unix_nano=1:fixed64 name=2:string *attributes=3:bytes",
+        "Link": "trace_id=1:bytes span_id=2:bytes trace_state=3:string *attributes=4:bytes",
+        "Status": "message=2:string code=3:int32",  # enums are int32 on the wire
+        "KeyValue": "key=1:string value=2:bytes",
+        # AnyValue's scalar fields made repeated: the parse of many such AnyValues, concatenated
+        "AnyValues": "*bool_value=2:bool *int_value=3:int64 *double_value=4:double",
     }
     fdp = descriptor_pb2.FieldDescriptorProto
-    scalars = {"bytes": fdp.TYPE_BYTES, "string": fdp.TYPE_STRING, "fixed64": fdp.TYPE_FIXED64, "int32": fdp.TYPE_INT32}
-    scalars |= {"bool": fdp.TYPE_BOOL, "int64": fdp.TYPE_INT64, "double": fdp.TYPE_DOUBLE}
     fd = descriptor_pb2.FileDescriptorProto(name="vigil/lite_trace.proto", package="vigil.lite", syntax="proto3")
     for name, fields in layout.items():
         msg = fd.message_type.add(name=name)
-        for fname, number, typ in fields:
-            f = msg.field.add(name=fname, number=number, label=fdp.LABEL_OPTIONAL)
-            if typ.startswith("*"):
-                f.label, typ = fdp.LABEL_REPEATED, typ[1:]
-            if typ in scalars:  # enums are int32 on the wire
-                f.type = scalars[typ]
-            else:
+        for spec in fields.split():
+            fname, number, typ = re.split("[=:]", spec.lstrip("*"))
+            f = msg.field.add(
+                name=fname, number=int(number), label=fdp.LABEL_REPEATED if spec[0] == "*" else fdp.LABEL_OPTIONAL
+            )
+            if typ in layout:
                 f.type, f.type_name = fdp.TYPE_MESSAGE, f".vigil.lite.{typ}"
+            else:
+                f.type = getattr(fdp, f"TYPE_{typ.upper()}")
     pool = descriptor_pool.DescriptorPool()  # a private pool: the real OTLP names stay untouched
     pool.Add(fd)
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"vigil.lite.{n}")) for n in layout}
@@ -167,25 +153,15 @@ def _doubles_text(floats: list[float]) -> list[str]:
     return out
 
 
-def _scalar_texts(raws: list[bytes], at: dict[str, list[int]], texts: list[str], types: list[str | None]) -> None:
-    """Fill in `texts` at `at[type]` from bool, int and double AnyValue encodings, in row order.
-
-    Concatenated, the encodings parse in one call as a message of repeated fields, in order. If each
-    holds exactly one field (the counts per type tell), the i-th of a type is the i-th position;
-    otherwise (never from real encoders) each is decoded alone, as protobuf would (last one wins).
-    """
+def _scalar_texts(raws: list[bytes], at: dict[str, list[int]], texts: list[str]) -> None:
+    """Fill in `texts` at `at[type]` from bool, int and double AnyValue encodings, each exactly one
+    field. Concatenated, they parse in one call as a message of repeated fields, in order, so the
+    i-th value of a type belongs at the i-th position of that type."""
     cols = _LITE["AnyValues"].FromString(b"".join(raws))
-    got = {"bool": cols.bool_value[:], "int": cols.int_value[:], "double": cols.double_value[:]}
-    others = len(cols.string_value) + len(cols.array_value) + len(cols.kvlist_value) + len(cols.bytes_value)
-    if others or any(len(got[t]) != len(at[t]) for t in at):
-        by_pos = sorted((i, t) for t in at for i in at[t])  # rows in order, as `raws` are
-        for (i, _), raw in zip(by_pos, raws, strict=True):
-            texts[i], types[i] = _raw_value(raw)
-        return
     values: dict[str, Iterable[str]] = {
-        "bool": ("true" if b else "false" for b in got["bool"]),
-        "int": map(str, got["int"]),
-        "double": _doubles_text(got["double"]),
+        "bool": ("true" if b else "false" for b in cols.bool_value),
+        "int": map(str, cols.int_value),
+        "double": _doubles_text(cols.double_value[:]),
     }
     for t, positions in at.items():
         for i, text in zip(positions, values[t], strict=True):
@@ -211,7 +187,8 @@ def _decode_kvs(raws: list[bytes]) -> tuple[list[str], list[str], list[str | Non
                 types.append(None)
                 continue
             typ = _SCALAR_TAGS.get(tag)
-            if typ:
+            # exactly one field: a fixed64 of 8 bytes, or one varint (only its last byte < 0x80)
+            if typ and (n - v == 9 if tag == 0x21 else raw[-1] < 0x80 and min(raw[v + 1 : -1], default=0x80) >= 0x80):
                 at[typ].append(len(keys))
                 scalars.append(raw[v:])
                 keys.append(raw[2 : v - 2].decode())
@@ -223,7 +200,7 @@ def _decode_kvs(raws: list[bytes]) -> tuple[list[str], list[str], list[str | Non
         texts.append(text)
         types.append(typ)
     if scalars:
-        _scalar_texts(scalars, at, texts, types)
+        _scalar_texts(scalars, at, texts)
     return keys, texts, types
 
 
@@ -276,9 +253,8 @@ class _Spans:
     status_message: Any = None
     attrs: tuple[Any, Any] = _NO_MAPS
     resources: list[list[_Attr]] = field(default_factory=list)  # per resource
-    scopes: list[tuple[int, int, str, str, int]] = field(
-        default_factory=list
-    )  # resource, index, name, version, first span
+    # per scope: resource index, index in the resource, name, version, first span
+    scopes: list[tuple[int, int, str, str, int]] = field(default_factory=list)
     ev_offsets: Sequence[int] = (0,)  # per span, into the per-event lists
     ev_time: list[int] = field(default_factory=list)
     ev_name: list[str] = field(default_factory=list)
@@ -341,7 +317,7 @@ def _rejections(s: _Spans, bad: list[int]) -> str:
         problems += s.problems.get(i) or [where + p for p in _span_problems(s, i)]
         if len(problems) > 5:
             break
-    more = f"; and more ({len(bad)} spans rejected in all)" if len(problems) > 5 else ""
+    more = "; and more" if len(problems) > 5 else ""
     return f"rejected {len(bad)} of {len(s.trace_id)} spans: " + "; ".join(problems[:5]) + more
 
 
@@ -493,8 +469,10 @@ def _str(d: dict[str, Any], key: str, path: str) -> str:
     raise DecodeError(f"{path}.{key}: expected a string, got {_json_type(v)}")
 
 
-def _int(v: object, path: str, lo: int, hi: int) -> int:
-    """An int64/uint64: a JSON number or a decimal string, as protobuf's JSON mapping allows."""
+def _int(v: object, path: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
+    """An int64/uint64 (absent: 0): a JSON number or a decimal string, as protobuf's JSON mapping allows."""
+    if v is None:
+        return 0
     if isinstance(v, int) and not isinstance(v, bool):
         i = v
     elif (isinstance(v, float) and v.is_integer()) or (isinstance(v, str) and _DECIMAL.fullmatch(v)):
@@ -506,15 +484,10 @@ def _int(v: object, path: str, lo: int, hi: int) -> int:
     return i
 
 
-def _time(d: dict[str, Any], key: str, path: str) -> int:
-    v = d.get(key)
-    return 0 if v is None else _int(v, f"{path}.{key}", 0, 2**64 - 1)
-
-
 def _enum(v: object, names: dict[str, int], path: str) -> int:
     if isinstance(v, str) and v in names:
         return names[v]
-    return 0 if v is None else _int(v, path, -(2**31), 2**31 - 1)
+    return _int(v, path, -(2**31), 2**31 - 1)
 
 
 def _hex_id(v: object, size: int, path: str, problems: list[str]) -> bytes:
@@ -618,8 +591,8 @@ def decode_traces_json(body: bytes) -> DecodeResult:
                     _str(sp, "traceState", p),
                     _str(sp, "name", p),
                     _enum(sp.get("kind"), _KIND_ENUM, f"{p}.kind"),
-                    _time(sp, "startTimeUnixNano", p),
-                    _time(sp, "endTimeUnixNano", p),
+                    _int(sp.get("startTimeUnixNano"), f"{p}.startTimeUnixNano"),
+                    _int(sp.get("endTimeUnixNano"), f"{p}.endTimeUnixNano"),
                     _enum(status.get("code"), _STATUS_ENUM, f"{p}.status.code"),
                     _str(status, "message", f"{p}.status"),
                 )
@@ -628,7 +601,7 @@ def decode_traces_json(body: bytes) -> DecodeResult:
                 for j, ev in enumerate(_list(sp, "events", p)):
                     ep = f"{p}.events[{j}]"
                     ev = _obj(ev, ep)
-                    s.ev_time.append(_time(ev, "timeUnixNano", ep))
+                    s.ev_time.append(_int(ev.get("timeUnixNano"), f"{ep}.timeUnixNano"))
                     s.ev_name.append(_str(ev, "name", ep))
                     attrs[1] += _json_attrs(ev, ep)
                     offsets[2].append(len(attrs[1]))

@@ -150,7 +150,9 @@ def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: 
         counts: list[int] = []
         errors: list[str] = []
         sender, port = (
-            (send_http, ports["VIGIL_OTLP_HTTP_PORT"]) if transport == "http" else (send_grpc, ports["VIGIL_OTLP_GRPC_PORT"])
+            (send_http, ports["VIGIL_OTLP_HTTP_PORT"])
+            if transport == "http"
+            else (send_grpc, ports["VIGIL_OTLP_GRPC_PORT"])
         )
         threads = [
             threading.Thread(target=sender, args=(port, bodies, stop, counts, errors)) for _ in range(concurrency)

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests.spans import now_ns, raw_request
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
 from vigil.collector.wal import Segment, WriteAheadLog
 from vigil.collector.writer import Inserter, InserterConfig
+
+from tests.spans import now_ns, raw_request
 from vigil.errors import Backpressure
 from vigil.store.client import Client
 from vigil.store.migrate import migrate
@@ -21,7 +21,9 @@ from vigil.types import RowBatch
 
 def span_rows(n: int) -> RowBatch:
     start = now_ns() - 5_000_000_000
-    spans = [{"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 10} for _ in range(n)]
+    spans = [
+        {"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 10} for _ in range(n)
+    ]
     return decode_traces_protobuf(raw_request(spans).SerializeToString()).batch
 
 

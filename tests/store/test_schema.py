@@ -21,7 +21,8 @@ def test_single_node_tables_use_plain_merge_tree_with_ttl() -> None:
     assert statement.startswith("CREATE TABLE IF NOT EXISTS obs.spans_trace_id_ts\n(")
     assert statement.endswith(
         "ENGINE = MergeTree()\nPARTITION BY toDate(Start)\nORDER BY (TraceId, Start)\n"
-        "TTL toDateTime(Start) + toIntervalDay(14)\nSETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000"
+        "TTL toDateTime(Start) + toIntervalDay(14)\n"
+        "SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000"
     )
 
 
