@@ -145,6 +145,21 @@ def test_a_bad_setting_stops_the_start_with_the_variable_named(tmp_path: Path) -
     )
 
 
+def test_a_data_directory_in_use_is_refused_with_the_reason(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
+) -> None:
+    env, processes = serve
+    start(env, processes)
+    second = {**env, "VIGIL_HTTP_PORT": str(free_port()), "VIGIL_OTLP_HTTP_PORT": str(free_port())}
+    second["VIGIL_OTLP_GRPC_PORT"] = str(free_port())
+    result = subprocess.run([*VIGIL, "serve"], env=second, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        "Only one process may open a data directory: stop the other Vigil using it, "
+        "or point VIGIL_CLICKHOUSE_URL elsewhere."
+    )
+
+
 def test_a_public_bind_address_without_tokens_is_refused(tmp_path: Path) -> None:
     env = vigil_env(tmp_path / "data")
     env["VIGIL_BIND"] = "0.0.0.0"

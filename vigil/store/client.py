@@ -48,7 +48,13 @@ def _open_chdb(url: str) -> Client:
                 )
             return client
         os.makedirs(path, exist_ok=True)
-        client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot open the embedded ClickHouse at {path}: {exc}. Only one process may open a data "
+                "directory: stop the other Vigil using it, or point VIGIL_CLICKHOUSE_URL elsewhere."
+            ) from None
         _chdb_client = (path, client)
         return client
 
