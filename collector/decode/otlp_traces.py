@@ -48,6 +48,8 @@ _I64_MAX = 2**63 - 1
 _SCALAR_TAGS = {0x10: "bool", 0x18: "int", 0x21: "double"}  # AnyValue fields 2, 3, 4 with their wire types
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 _NO_STR = pa.array([], pa.string())
+_ZERO = pa.scalar(0, pa.int32())
+_RAW_LISTS = pa.list_(pa.dictionary(pa.int32(), pa.binary()))
 _NO_MAPS = (pa.array([], pa.map_(pa.string(), pa.string())),) * 2
 _PB_LABELS = ("trace_id", "span_id", "parent_span_id", "start_time_unix_nano", "end_time_unix_nano")
 _JSON_LABELS = ("traceId", "spanId", "parentSpanId", "startTimeUnixNano", "endTimeUnixNano")
@@ -211,7 +213,7 @@ def _maps(keys: Any, values: Any, types: Any, offsets: Any) -> tuple[Any, Any]:
     """The attribute Map column and its type Map column (non-string keys only) from flat arrays."""
     attrs = pa.MapArray.from_arrays(offsets, keys, values)
     if types.null_count == len(types):
-        return attrs, pa.MapArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), len(offsets)), _NO_STR, _NO_STR)
+        return attrs, pa.MapArray.from_arrays(pa.repeat(_ZERO, len(offsets)), _NO_STR, _NO_STR)
     typed = pc.is_valid(types)
     ends = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(typed.cast(pa.int64()))])
     return attrs, pa.MapArray.from_arrays(ends.take(offsets).cast(pa.int32()), keys.filter(typed), types.filter(typed))
@@ -225,8 +227,8 @@ def _attr_maps(attrs: Sequence[_Attr], offsets: Sequence[int]) -> tuple[Any, Any
 
 def _raw_attr_maps(per_row: Sequence[Sequence[bytes]]) -> tuple[Any, Any]:
     """Map columns from raw KeyValue encodings, one list per row; decodes each distinct one once."""
-    lists = pa.array(per_row, pa.list_(pa.binary()))
-    encoded = lists.values.dictionary_encode()
+    lists = pa.array(per_row, _RAW_LISTS)  # dictionary-encoded while converting
+    encoded = lists.values
     keys, values, types = (
         pa.array(c, pa.string()).take(encoded.indices) for c in _decode_kvs(encoded.dictionary.to_pylist())
     )
@@ -321,6 +323,15 @@ def _rejections(s: _Spans, bad: list[int]) -> str:
     return f"rejected {len(bad)} of {len(s.trace_id)} spans: " + "; ".join(problems[:5]) + more
 
 
+def _hex(ids: Sequence[bytes], size: int, all_valid: bool) -> Any:
+    """Lowercase hex of each id."""
+    joined = b"".join(ids)
+    if not all_valid or len(joined) != size * len(ids):
+        return pa.array(list(map(bytes.hex, ids)), pa.string())
+    hexed = pa.py_buffer(joined.hex().encode())  # every id has `size` bytes: one hex() for all
+    return pa.Array.from_buffers(pa.binary(2 * size), len(ids), [None, hexed]).cast(pa.string())
+
+
 def _assemble(s: _Spans) -> DecodeResult:
     n = len(s.trace_id)
     z16, z8 = bytes(16), bytes(8)
@@ -348,10 +359,12 @@ def _assemble(s: _Spans) -> DecodeResult:
         versions.append(found.get("service.version", ""))
     res_maps = _attr_maps(list(chain.from_iterable(s.resources)), list(accumulate(map(len, s.resources), initial=0)))
     start, end = pa.array(s.start, pa.uint64()), pa.array(s.end, pa.uint64())
-    ev, lk = pa.array(s.ev_offsets, pa.int32()), pa.array(s.link_offsets, pa.int32())
+    ev, lk = (pa.array(o, pa.int32()) if o[-1] else pa.repeat(_ZERO, n + 1) for o in (s.ev_offsets, s.link_offsets))
     columns = [
         start.view(_TS),  # invalid spans may wrap here and in Duration; they are filtered out below
-        *(pa.array(list(map(bytes.hex, ids)), pa.string()) for ids in (s.trace_id, s.span_id, s.parent_span_id)),
+        _hex(s.trace_id, 16, not bad),
+        _hex(s.span_id, 8, not bad),
+        _hex(s.parent_span_id, 8, not bad),
         pa.array(s.trace_state, pa.string()),
         pa.array(s.name, pa.string()),
         _names(pa.array(s.kind, pa.int64()), _KINDS),
@@ -469,8 +482,9 @@ def _str(d: dict[str, Any], key: str, path: str) -> str:
     raise DecodeError(f"{path}.{key}: expected a string, got {_json_type(v)}")
 
 
-def _int(v: object, path: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
+def _int(d: dict[str, Any], key: str, path: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
     """An int64/uint64 (absent: 0): a JSON number or a decimal string, as protobuf's JSON mapping allows."""
+    v = d.get(key)
     if v is None:
         return 0
     if isinstance(v, int) and not isinstance(v, bool):
@@ -478,20 +492,20 @@ def _int(v: object, path: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
     elif (isinstance(v, float) and v.is_integer()) or (isinstance(v, str) and _DECIMAL.fullmatch(v)):
         i = int(v)
     else:
-        raise DecodeError(f"{path}: expected an integer (number or decimal string), got {v!r:.40}")
+        raise DecodeError(f"{path}.{key}: expected an integer (number or decimal string), got {v!r:.40}")
     if not lo <= i <= hi:
-        raise DecodeError(f"{path}: {i} is out of range")
+        raise DecodeError(f"{path}.{key}: {i} is out of range")
     return i
 
 
-def _enum(v: object, names: dict[str, int], path: str) -> int:
-    if isinstance(v, str) and v in names:
-        return names[v]
-    return _int(v, path, -(2**31), 2**31 - 1)
+def _enum(d: dict[str, Any], key: str, names: dict[str, int], path: str) -> int:
+    v = d.get(key)
+    return names[v] if isinstance(v, str) and v in names else _int(d, key, path, -(2**31), 2**31 - 1)
 
 
-def _hex_id(v: object, size: int, path: str, problems: list[str]) -> bytes:
+def _hex_id(d: dict[str, Any], key: str, size: int, path: str, problems: list[str]) -> bytes:
     """A hex id; a malformed one is a problem of its span (placeholder zeros), not of the body."""
+    v = d.get(key)
     if isinstance(v, str) and len(v) == 2 * size:
         try:
             raw = bytes.fromhex(v)  # length checked too: fromhex skips spaces
@@ -506,14 +520,14 @@ def _hex_id(v: object, size: int, path: str, problems: list[str]) -> bytes:
             hint = " (OTLP/JSON ids are hex, not base64)"
         except ValueError:
             pass
-    problems.append(f"{path}: expected {2 * size} hex characters, got {v!r:.60}{hint}")
+    problems.append(f"{path}.{key}: expected {2 * size} hex characters, got {v!r:.60}{hint}")
     return bytes(size)
 
 
 def _json_plain(v: object, path: str) -> tuple[object, str]:
     """An OTLP/JSON AnyValue as (plain JSON-able value, OTLP type); unknown keys are ignored."""
-    for key, x in _obj(v, path).items():
-        p = f"{path}.{key}"
+    value = _obj(v, path)
+    for key, x in value.items():
         if x is None:
             continue
         if key == "stringValue" and isinstance(x, str):
@@ -521,7 +535,8 @@ def _json_plain(v: object, path: str) -> tuple[object, str]:
         if key == "boolValue" and isinstance(x, bool):
             return x, "bool"
         if key == "intValue":
-            return _int(x, p, -(2**63), _I64_MAX), "int"
+            return _int(value, key, path, -(2**63), _I64_MAX), "int"
+        p = f"{path}.{key}"
         if key == "doubleValue" and isinstance(x, int | float | str) and not isinstance(x, bool):
             try:
                 return float(x), "double"  # proto3 JSON also spells doubles "NaN", "Infinity", "1.5"
@@ -544,10 +559,17 @@ def _json_plain(v: object, path: str) -> tuple[object, str]:
 
 
 def _json_kvs(kvs: list[Any], path: str) -> list[tuple[str, object, str]]:
-    out = []
+    out: list[tuple[str, object, str]] = []
     for i, kv in enumerate(kvs):
-        plain, typ = _json_plain(_obj(kv, f"{path}[{i}]").get("value"), f"{path}[{i}].value")
-        out.append((_str(kv, "key", f"{path}[{i}]"), plain, typ))
+        value = kv.get("value") if type(kv) is dict else None
+        if type(value) is dict and len(value) == 1 and type(s := value.get("stringValue")) is str:
+            key = kv.get("key")
+            if type(key) is str:  # the common case, without building the paths for errors
+                out.append((key, s, "string"))
+                continue
+        p = f"{path}[{i}]"
+        plain, typ = _json_plain(_obj(kv, p).get("value"), f"{p}.value")
+        out.append((_str(kv, "key", p), plain, typ))
     return out
 
 
@@ -585,15 +607,15 @@ def decode_traces_json(body: bytes) -> DecodeResult:
                 problems: list[str] = []
                 status = _obj(sp.get("status"), f"{p}.status")
                 values = (
-                    _hex_id(sp.get("traceId"), 16, f"{p}.traceId", problems),
-                    _hex_id(sp.get("spanId"), 8, f"{p}.spanId", problems),
-                    _hex_id(sp["parentSpanId"], 8, f"{p}.parentSpanId", problems) if sp.get("parentSpanId") else b"",
+                    _hex_id(sp, "traceId", 16, p, problems),
+                    _hex_id(sp, "spanId", 8, p, problems),
+                    _hex_id(sp, "parentSpanId", 8, p, problems) if sp.get("parentSpanId") else b"",
                     _str(sp, "traceState", p),
                     _str(sp, "name", p),
-                    _enum(sp.get("kind"), _KIND_ENUM, f"{p}.kind"),
-                    _int(sp.get("startTimeUnixNano"), f"{p}.startTimeUnixNano"),
-                    _int(sp.get("endTimeUnixNano"), f"{p}.endTimeUnixNano"),
-                    _enum(status.get("code"), _STATUS_ENUM, f"{p}.status.code"),
+                    _enum(sp, "kind", _KIND_ENUM, p),
+                    _int(sp, "startTimeUnixNano", p),
+                    _int(sp, "endTimeUnixNano", p),
+                    _enum(status, "code", _STATUS_ENUM, f"{p}.status"),
                     _str(status, "message", f"{p}.status"),
                 )
                 attrs[0] += _json_attrs(sp, p)
@@ -601,7 +623,7 @@ def decode_traces_json(body: bytes) -> DecodeResult:
                 for j, ev in enumerate(_list(sp, "events", p)):
                     ep = f"{p}.events[{j}]"
                     ev = _obj(ev, ep)
-                    s.ev_time.append(_int(ev.get("timeUnixNano"), f"{ep}.timeUnixNano"))
+                    s.ev_time.append(_int(ev, "timeUnixNano", ep))
                     s.ev_name.append(_str(ev, "name", ep))
                     attrs[1] += _json_attrs(ev, ep)
                     offsets[2].append(len(attrs[1]))
@@ -609,8 +631,8 @@ def decode_traces_json(body: bytes) -> DecodeResult:
                 for j, lk in enumerate(_list(sp, "links", p)):
                     lp = f"{p}.links[{j}]"
                     lk = _obj(lk, lp)
-                    s.link_trace_id.append(_hex_id(lk.get("traceId"), 16, f"{lp}.traceId", problems))
-                    s.link_span_id.append(_hex_id(lk.get("spanId"), 8, f"{lp}.spanId", problems))
+                    s.link_trace_id.append(_hex_id(lk, "traceId", 16, lp, problems))
+                    s.link_span_id.append(_hex_id(lk, "spanId", 8, lp, problems))
                     s.link_trace_state.append(_str(lk, "traceState", lp))
                     attrs[2] += _json_attrs(lk, lp)
                     offsets[4].append(len(attrs[2]))
