@@ -9,7 +9,7 @@ not a string, so the API gives back ``200`` for an int and ``"200"`` for a strin
 
 Two deliberate departures from the exporter, measured on chDB (docs/BENCHMARKS.md): no
 bloom-filter indexes on attribute map keys and values, and ClickHouse's default LZ4 rather
-than ZSTD(1). Together they more than doubled insert throughput; attribute filters scan within
+than ZSTD(1). Together they made inserts about 1.3-1.4x faster; attribute filters scan within
 the (service, span name, time) order key instead of skipping granules by bloom filter.
 
 The same definitions produce single-node DDL (MergeTree) and cluster DDL
