@@ -6,8 +6,8 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from vigil.api.routers import health, services, traces
 
+from vigil.api.routers import health, services, traces
 from vigil.settings import Settings
 from vigil.store.read import StoreReader
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from opentelemetry import metrics
-from vigil.collector._component import RowsConsumer
 
+from vigil.collector._component import RowsConsumer
 from vigil.errors import Backpressure, ConfigError, VigilError
 from vigil.types import RowBatch
 

@@ -18,7 +18,6 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from vigil.collector.decode.otlp import Signal, decode_otlp_request
-
 from vigil.types import DecodeResult
 
 __all__ = ["DecodePool", "resolve_workers"]

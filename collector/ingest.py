@@ -11,10 +11,10 @@ import logging
 import time
 
 from opentelemetry import metrics
+
 from vigil.collector.batcher import Batcher
 from vigil.collector.decode.otlp import Signal
 from vigil.collector.decode_pool import DecodePool
-
 from vigil.types import DecodeResult
 
 __all__ = ["OtlpIngest"]

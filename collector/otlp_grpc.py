@@ -21,9 +21,9 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
 from vigil.collector.decode.otlp import PROTOBUF, Signal
 from vigil.collector.ingest import OtlpIngest
-
 from vigil.errors import Backpressure, PermanentError, RetryableError
 from vigil.types import DecodeResult
 

@@ -22,9 +22,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
 from vigil.collector.decode.otlp import JSON, Signal, media_type
 from vigil.collector.ingest import OtlpIngest
-
 from vigil.errors import (
     Backpressure,
     DecodeError,

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry import metrics
-from vigil.collector.wal import Segment, WriteAheadLog
 
+from vigil.collector.wal import Segment, WriteAheadLog
 from vigil.errors import Backpressure, StoreUnavailable
 from vigil.store.write import StoreWriter
 from vigil.types import RowBatch

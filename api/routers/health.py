@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from vigil.api.deps import get_reader
 
+from vigil.api.deps import get_reader
 from vigil.store.read import StoreReader
 
 router = APIRouter(tags=["health"])

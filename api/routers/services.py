@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
-from vigil.api.deps import TimeWindow, get_reader, time_window
 
+from vigil.api.deps import TimeWindow, get_reader, time_window
 from vigil.store.read import StoreReader
 
 router = APIRouter(prefix="/api/v1", tags=["services"])

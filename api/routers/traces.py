@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
-from vigil.api.deps import TimeWindow, get_reader, invalid_parameter, time_window
 
+from vigil.api.deps import TimeWindow, get_reader, invalid_parameter, time_window
 from vigil.store.read import StoreReader
 
 router = APIRouter(prefix="/api/v1", tags=["traces"])

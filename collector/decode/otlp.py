@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Literal
 
 from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
-
 from vigil.errors import DecodeError, PayloadTooLarge, UnsupportedMediaType
 from vigil.types import DecodeResult
 

@@ -5,8 +5,8 @@ import time
 
 import pyarrow as pa
 import pytest
-from vigil.collector.batcher import Batcher, BatcherConfig
 
+from vigil.collector.batcher import Batcher, BatcherConfig
 from vigil.errors import Backpressure, ConfigError, StoreUnavailable
 from vigil.testing import SinkConsumer
 from vigil.types import RowBatch

@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
-from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 
+from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 from vigil.errors import DecodeError
 from vigil.store.schema import SPANS_ARROW_SCHEMA
 from vigil.types import DecodeResult

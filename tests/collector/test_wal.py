@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.spans import now_ns, raw_request
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
 from vigil.collector.wal import Segment, WriteAheadLog
 from vigil.collector.writer import Inserter, InserterConfig
-
-from tests.spans import now_ns, raw_request
 from vigil.errors import Backpressure
 from vigil.store.client import Client
 from vigil.store.migrate import migrate
