@@ -102,7 +102,8 @@ class OtlpGrpcReceiver:
     async def start(self) -> None:
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # Collector processes share the port; the kernel spreads connections across them.
+            ("grpc.so_reuseport", 1),
         ]
         server = grpc.aio.server(options=options)
         for signal, service in _SERVICES.items():

@@ -13,14 +13,16 @@ counted twice when replayed (ClickHouse insert deduplication, materialized views
 The log is bounded in bytes; when full, receivers answer "retry later". The same bound
 makes it the spill queue while ClickHouse is unreachable.
 
-Layout of the directory::
+Layout: one directory per collector (each appended to by one process) under a root::
 
-    00000000000000000042.spans.arrow      a segment: sequence number, table, rows
-    insert-00000000000000000040-00000000000000000042.json   a group being inserted, with its token
+    collector-0/00000000000000000042.spans.arrow      a segment: sequence number, table, rows
+    collector-0/insert-00000000000000000040-00000000000000000042.json   a group being inserted, with its token
+    STORE_UNAVAILABLE                                  present while ClickHouse refuses inserts
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,9 +35,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from vigil.errors import Backpressure, StoreUnavailable
 from vigil.types import RowBatch
 
-__all__ = ["Segment", "WriteAheadLog"]
+__all__ = ["STORE_UNAVAILABLE_FLAG", "Segment", "WalCapacity", "WriteAheadLog"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,38 +69,47 @@ def _fsync_dir(path: Path) -> None:
 
 
 class WriteAheadLog:
-    """Append-only segment files in `directory`; `fsync=False` trades crash safety for speed."""
+    """Append-only segment files in `directory`; `fsync=False` trades crash safety for speed.
+
+    One process appends to a directory (`open`, `append`); the inserter reads and deletes
+    (`recover`, `segments`, `begin_insert`, `commit_insert`), possibly from another process.
+    """
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = Path(directory)
         self.fsync = fsync
         self._lock = threading.Lock()
         self._next_seq = 0
-        self._bytes = 0
 
-    def open(self) -> list[Segment]:
-        """Prepare the directory and return the segments left by an earlier run, oldest first."""
+    def open(self) -> None:
+        """Prepare to append: numbering continues after the newest segment on disk."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for leftover in self.directory.glob("*.tmp"):
             # Never renamed into place, so never acknowledged: safe to drop.
             leftover.unlink()
-        segments = []
-        for path in self.directory.iterdir():
-            match = _SEGMENT.match(path.name)
-            if match:
-                with ipc.open_stream(pa.memory_map(str(path))) as reader:
-                    rows = sum(batch.num_rows for batch in reader)
-                segments.append(Segment(int(match.group(1)), match.group(2), rows, path.stat().st_size))
-        segments.sort(key=lambda s: s.seq)
+        existing = self.segments()
         with self._lock:
-            self._next_seq = segments[-1].seq + 1 if segments else 0
-            self._bytes = sum(s.size for s in segments)
-        return segments
+            self._next_seq = existing[-1].seq + 1 if existing else 0
 
-    @property
-    def size_bytes(self) -> int:
-        with self._lock:
-            return self._bytes
+    def segments(self, after: int = -1) -> list[Segment]:
+        """Segments on disk with a sequence number above `after`, oldest first."""
+        found = []
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            match = _SEGMENT.match(entry.name)
+            if match and int(match.group(1)) > after:
+                try:
+                    with ipc.open_stream(pa.memory_map(entry.path)) as reader:
+                        rows = sum(batch.num_rows for batch in reader)
+                    size = entry.stat().st_size
+                except FileNotFoundError:  # inserted and deleted meanwhile
+                    continue
+                found.append(Segment(int(match.group(1)), match.group(2), rows, size))
+        found.sort(key=lambda s: s.seq)
+        return found
 
     def append(self, batch: RowBatch) -> Segment:
         """Write `batch` as a new segment; when this returns, the rows survive a crash."""
@@ -114,10 +126,7 @@ class WriteAheadLog:
         os.replace(tmp, self.directory / segment_name)
         if self.fsync:
             _fsync_dir(self.directory)
-        size = (self.directory / segment_name).stat().st_size
-        with self._lock:
-            self._bytes += size
-        return Segment(seq, batch.table, batch.num_rows, size)
+        return Segment(seq, batch.table, batch.num_rows, (self.directory / segment_name).stat().st_size)
 
     def begin_insert(self, segments: list[Segment], token: str | None = None) -> str:
         """Record the group about to be inserted and return its deduplication token.
@@ -144,8 +153,6 @@ class WriteAheadLog:
         for segment in segments:
             (self.directory / segment.name).unlink(missing_ok=True)
         (manifest or self._manifest_path(segments)).unlink(missing_ok=True)
-        with self._lock:
-            self._bytes -= sum(s.size for s in segments)
 
     def pending_groups(self, segments: list[Segment]) -> list[tuple[str, list[Segment]]]:
         """Groups whose insert began before a restart, so they are retried with the same token.
@@ -167,3 +174,40 @@ class WriteAheadLog:
                 logger.info("completing the deletion of %s, whose insert had succeeded", manifest.name)
                 self.commit_insert(present, manifest)
         return groups
+
+
+STORE_UNAVAILABLE_FLAG = "STORE_UNAVAILABLE"
+
+
+class WalCapacity:
+    """Whether the logs under `root` may take more rows, shared by every collector process.
+
+    The size is read from disk on each check (once per group the batcher writes, not per
+    request), because segments are appended by collector processes and deleted by the
+    inserter. The inserter raises a flag file while ClickHouse refuses inserts, so a full log
+    is reported as "store unavailable" (503) rather than "slow down" (429).
+    """
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    def size_bytes(self) -> int:
+        total = 0
+        for path in self.root.glob("*/*.arrow"):
+            with contextlib.suppress(FileNotFoundError):  # inserted and deleted meanwhile
+                total += path.stat().st_size
+        return total
+
+    def check(self) -> None:
+        if self.size_bytes() < self.max_bytes:
+            return
+        if (self.root / STORE_UNAVAILABLE_FLAG).exists():
+            raise StoreUnavailable(
+                "ClickHouse has been unavailable and the write-ahead log is full "
+                f"({self.max_bytes} bytes); retry later",
+                5.0,
+            )
+        raise Backpressure(
+            f"the write-ahead log is full ({self.max_bytes} bytes) while inserts catch up; retry shortly", 1.0
+        )

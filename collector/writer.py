@@ -1,10 +1,11 @@
 """The last collector stages: durable append to the log, then large inserts into ClickHouse.
 
-`WalWriter` is the batcher's consumer: it appends each merged batch to the write-ahead log
-and hands the segment to the `Inserter`, so a request is acknowledged as soon as its rows
-are on disk. The `Inserter` gathers segments into inserts of up to `insert_rows` rows, at
-least every `insert_interval` seconds, retries while ClickHouse is unavailable (the log
-holds the rows meanwhile), and deletes segments once ClickHouse has them.
+`WalWriter` is the batcher's consumer in each collector: it appends each merged batch to
+that collector's write-ahead log, so a request is acknowledged as soon as its rows are on
+disk. The `Inserter`, in the process that owns the store, finds segments in every
+collector's log, gathers them into inserts of up to `insert_rows` rows at least every
+`insert_interval` seconds, retries while ClickHouse is unavailable (the logs hold the rows
+meanwhile), and deletes segments once ClickHouse has them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry import metrics
 
-from vigil.collector.wal import Segment, WriteAheadLog
-from vigil.errors import Backpressure, StoreUnavailable
+from vigil.collector.wal import STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
+from vigil.errors import StoreUnavailable
 from vigil.store.write import StoreWriter
 from vigil.types import RowBatch
 
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _DEFAULT_INSERT_ROWS = 200_000
 _DEFAULT_INSERT_INTERVAL_S = 1.0
-_DEFAULT_MAX_WAL_BYTES = 2 * 1024**3
+_DEFAULT_SCAN_INTERVAL_S = 0.05
 _RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -37,68 +39,78 @@ _RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 class InserterConfig:
     insert_rows: int = _DEFAULT_INSERT_ROWS
     insert_interval: float = _DEFAULT_INSERT_INTERVAL_S
-    max_wal_bytes: int = _DEFAULT_MAX_WAL_BYTES
+    # How often logs written by other processes are scanned for new segments.
+    scan_interval: float = _DEFAULT_SCAN_INTERVAL_S
 
 
 class Inserter:
-    """Moves segments from the write-ahead log into ClickHouse, oldest first, in large inserts."""
+    """Moves segments from the write-ahead logs under `root` into ClickHouse, oldest first.
+
+    Each subdirectory of `root` is one collector's log. New segments are found by scanning
+    (collectors may be other processes), at least every `scan_interval` seconds.
+    """
 
     def __init__(
         self,
         writer: StoreWriter,
-        wal: WriteAheadLog,
+        root: Path,
         config: InserterConfig | None = None,
         *,
+        fsync: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.writer = writer
-        self.wal = wal
+        self.root = Path(root)
         self.config = config or InserterConfig()
+        self.fsync = fsync
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._queues: dict[str, deque[tuple[float, Segment]]] = {}
-        self._replay: list[tuple[str | None, list[Segment]]] = []
+        self._logs: dict[str, WriteAheadLog] = {}
+        self._seen: dict[str, int] = {}
+        # Per log, segments already queued for replay in their recorded groups.
+        self._replaying: dict[str, set[int]] = {}
+        self._queues: dict[tuple[str, str], deque[tuple[float, Segment]]] = {}
+        self._replay: list[tuple[str, str | None, list[Segment]]] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failing_since: float | None = None
         self._drain_requested = False
         self._inserted_rows = 0
         self._idle = threading.Event()
-        self._idle.set()
         meter = metrics.get_meter("vigil.collector.inserter")
         self._inserted = meter.create_counter("vigil.inserter.rows_inserted", unit="{row}")
-        meter.create_observable_gauge(
-            "vigil.wal.bytes",
-            callbacks=[lambda _options: [metrics.Observation(self.wal.size_bytes)]],
-            unit="By",
-        )
 
     def start(self) -> None:
-        """Open the log, queue what an earlier run left in it, and start inserting."""
+        """Recover what an earlier run left in the logs, then start inserting."""
         with self._lock:
             if self._thread is not None:
                 return
-        leftovers = self.wal.open()
-        groups = self.wal.pending_groups(leftovers)
-        in_groups = {s.seq for _, group in groups for s in group}
-        remaining = [s for s in self.wal.open() if s.seq not in in_groups] if groups else leftovers
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._set_failing(False)
+        replayed = 0
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            log = self._log(directory.name)
+            for leftover in directory.glob("*.tmp"):
+                leftover.unlink()  # never renamed into place, so never acknowledged
+            segments = log.segments()
+            groups = log.pending_groups(segments)
+            grouped = {s.seq for _, group in groups for s in group}
+            with self._lock:
+                self._replay.extend((directory.name, token, group) for token, group in groups)
+            replayed += sum(s.rows for _, group in groups for s in group)
+            replayed += sum(s.rows for s in segments if s.seq not in grouped)
+            # Segments outside groups are found by the first scan, like new ones.
+            self._replaying[directory.name] = grouped
+        if replayed:
+            logger.info("replaying %d rows left in the write-ahead log by an earlier run", replayed)
         with self._lock:
-            self._replay = [(token, group) for token, group in groups]
-            for segment in remaining:
-                self._queues.setdefault(segment.table, deque()).append((self._clock(), segment))
-            if groups or remaining:
-                self._idle.clear()
-                logger.info(
-                    "replaying %d rows left in the write-ahead log by an earlier run",
-                    sum(s.rows for _, g in groups for s in g) + sum(s.rows for s in remaining),
-                )
             self._stopping = False
             self._thread = threading.Thread(target=self._run, name="vigil-inserter", daemon=True)
             self._thread.start()
 
     def shutdown(self) -> None:
-        """Insert everything queued (rows stay in the log if ClickHouse is down), then stop."""
+        """Insert everything in the logs (rows stay there if ClickHouse is down), then stop."""
         with self._lock:
             thread = self._thread
             self._stopping = True
@@ -108,34 +120,18 @@ class Inserter:
         with self._lock:
             self._thread = None
 
-    def enqueue(self, segment: Segment) -> None:
+    def notify(self) -> None:
+        """A collector in this process appended a segment: scan now rather than at the next tick."""
         with self._lock:
-            self._queues.setdefault(segment.table, deque()).append((self._clock(), segment))
             self._idle.clear()
-            # Always wake the inserter: it may be asleep without a deadline, or the batch may now be full.
             self._wake.notify()
 
-    def check_capacity(self) -> None:
-        """Raise when the log is full: `StoreUnavailable` while inserts fail, else `Backpressure`."""
-        if self.wal.size_bytes < self.config.max_wal_bytes:
-            return
-        if self._failing_since is not None:
-            raise StoreUnavailable(
-                "ClickHouse has been unavailable and the write-ahead log is full "
-                f"({self.config.max_wal_bytes} bytes); retry later",
-                5.0,
-            )
-        raise Backpressure(
-            f"the write-ahead log is full ({self.config.max_wal_bytes} bytes) while inserts catch up; retry shortly",
-            1.0,
-        )
-
     def wait_idle(self, timeout: float) -> bool:
-        """Insert everything queued now and wait until it is in ClickHouse (drains and tests)."""
+        """Insert everything in the logs now and wait until it is in ClickHouse (drains and tests)."""
         with self._lock:
-            if not self._idle.is_set():
-                self._drain_requested = True
-                self._wake.notify_all()
+            self._idle.clear()
+            self._drain_requested = True
+            self._wake.notify_all()
         return self._idle.wait(timeout)
 
     @property
@@ -149,10 +145,44 @@ class Inserter:
         with self._lock:
             return self._inserted_rows
 
-    def _take_locked(self, now: float, drain: bool) -> tuple[str | None, list[Segment]] | None:
+    def _log(self, name: str) -> WriteAheadLog:
+        if name not in self._logs:
+            self._logs[name] = WriteAheadLog(self.root / name, fsync=self.fsync)
+            self._seen.setdefault(name, -1)
+        return self._logs[name]
+
+    def _scan(self) -> None:
+        """Queue segments that appeared since the last scan (called without the lock held)."""
+        names = [p.name for p in self.root.iterdir() if p.is_dir()]
+        now = self._clock()
+        for name in names:
+            log = self._log(name)
+            fresh = log.segments(after=self._seen[name])
+            if not fresh:
+                continue
+            self._seen[name] = fresh[-1].seq
+            replaying = self._replaying.pop(name, set())
+            fresh = [segment for segment in fresh if segment.seq not in replaying]
+            with self._lock:
+                for segment in fresh:
+                    self._queues.setdefault((name, segment.table), deque()).append((now, segment))
+
+    def _set_failing(self, failing: bool) -> None:
+        flag = self.root / STORE_UNAVAILABLE_FLAG
+        with self._lock:
+            if failing and self._failing_since is None:
+                self._failing_since = self._clock()
+            elif not failing:
+                self._failing_since = None
+        if failing:
+            flag.touch()
+        else:
+            flag.unlink(missing_ok=True)
+
+    def _take_locked(self, now: float, drain: bool) -> tuple[str, str | None, list[Segment]] | None:
         if self._replay:
             return self._replay.pop(0)
-        for queue in self._queues.values():
+        for (name, _table), queue in self._queues.items():
             if not queue:
                 continue
             rows = sum(s.rows for _, s in queue)
@@ -163,79 +193,83 @@ class Inserter:
                     _, segment = queue.popleft()
                     group.append(segment)
                     taken += segment.rows
-                return None, group
+                return name, None, group
         return None
 
-    def _next_deadline_locked(self) -> float | None:
+    def _next_wait_locked(self) -> float:
         oldest = [queue[0][0] for queue in self._queues.values() if queue]
-        return min(oldest) + self.config.insert_interval if oldest else None
+        scan = self.config.scan_interval
+        if not oldest:
+            return scan
+        return max(min(min(oldest) + self.config.insert_interval - self._clock(), scan), 0.0)
 
     def _run(self) -> None:
         attempt = 0
         while True:
+            self._scan()
             with self._lock:
-                while True:
-                    taken = self._take_locked(self._clock(), drain=self._stopping or self._drain_requested)
-                    if taken is not None:
-                        token, group = taken
-                        break
-                    if not any(self._queues.values()):
+                drain = self._stopping or self._drain_requested
+                taken = self._take_locked(self._clock(), drain=drain)
+                if taken is None:
+                    if drain:
+                        # Everything found by the scan above is in ClickHouse.
                         self._drain_requested = False
                         self._idle.set()
                         if self._stopping:
                             return
-                    deadline = self._next_deadline_locked()
-                    timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
-                    self._wake.wait(timeout)
+                    self._wake.wait(self._next_wait_locked())
+                    continue
+            name, token, group = taken
+            log = self._logs[name]
             if token is None:
                 # Recorded before the attempt, so every retry, even after a restart, uses this token.
-                token = self.wal.begin_insert(group)
+                token = log.begin_insert(group)
             try:
-                self._insert(group, token)
+                self._insert(log, group, token)
             except StoreUnavailable:
+                self._set_failing(True)
                 with self._lock:
-                    if self._failing_since is None:
-                        self._failing_since = self._clock()
                     # Back in front, in order: the log keeps the rows; try again after a pause.
-                    self._replay.insert(0, (token, group))
+                    self._replay.insert(0, (name, token, group))
                     if self._stopping:
                         logger.warning("ClickHouse unavailable at shutdown; its rows stay in the write-ahead log")
-                        self._replay.clear()
-                        self._queues.clear()
                         self._idle.set()
                         return
                     delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
                     attempt += 1
                     self._wake.wait_for(lambda: self._stopping, timeout=delay)
             else:
+                if attempt:
+                    self._set_failing(False)
                 attempt = 0
-                with self._lock:
-                    self._failing_since = None
 
-    def _insert(self, group: list[Segment], token: str) -> None:
-        rows = self.writer.insert_files(
-            group[0].table, self.wal.directory, [segment.name for segment in group], dedup_token=token
-        )
-        self.wal.commit_insert(group)
+    def _insert(self, log: WriteAheadLog, group: list[Segment], token: str) -> None:
+        rows = self.writer.insert_files(group[0].table, log.directory, [s.name for s in group], dedup_token=token)
+        log.commit_insert(group)
         with self._lock:
             self._inserted_rows += rows
         self._inserted.add(rows, {"table": group[0].table})
 
 
 class WalWriter:
-    """The batcher's consumer: append to the log (durable), then queue for insert."""
+    """The batcher's consumer: append to this collector's log, durably, before acknowledging.
 
-    def __init__(self, wal: WriteAheadLog, inserter: Inserter) -> None:
+    `on_append` tells an inserter in the same process to look now instead of at its next scan.
+    """
+
+    def __init__(self, wal: WriteAheadLog, capacity: WalCapacity, on_append: Callable[[], None] | None = None) -> None:
         self.wal = wal
-        self.inserter = inserter
+        self.capacity = capacity
+        self.on_append = on_append
 
     def consume(self, batch: RowBatch) -> None:
-        self.inserter.check_capacity()
-        segment = self.wal.append(batch)
-        self.inserter.enqueue(segment)
+        self.capacity.check()
+        self.wal.append(batch)
+        if self.on_append is not None:
+            self.on_append()
 
     def start(self) -> None:
-        self.inserter.start()
+        self.wal.open()
 
     def shutdown(self) -> None:
-        self.inserter.shutdown()
+        pass

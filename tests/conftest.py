@@ -85,7 +85,7 @@ def vigil_settings(chdb_url: str, database: str, tmp_path: Path) -> dict[str, An
         "http_port": 0,
         "otlp_http_port": 0,
         "otlp_grpc_port": 0,
-        "decode_workers": 0,
+        "collector_processes": 0,
         "max_batch_age": "5ms",
         "wal_dir": str(tmp_path / "wal"),
         "insert_interval": "20ms",

@@ -32,7 +32,7 @@ def vigil_env(data: Path) -> dict[str, str]:
         VIGIL_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_GRPC_PORT=str(free_port()),
-        VIGIL_DECODE_WORKERS="1",
+        VIGIL_COLLECTOR_PROCESSES="1",
         VIGIL_MAX_BATCH_AGE="20ms",
     )
     return env
@@ -133,6 +133,25 @@ def test_spans_acknowledged_before_a_kill_9_are_stored_after_the_restart(
     trace = wait_for_trace(env, trace_id)
     assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]  # type: ignore[index, attr-defined]
     assert "replaying 1 rows left in the write-ahead log by an earlier run" in stop(second)
+
+
+@pytest.mark.slow
+def test_two_collector_processes_share_the_otlp_ports_and_every_span_is_stored(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
+) -> None:
+    env, processes = serve
+    env["VIGIL_COLLECTOR_PROCESSES"] = "2"
+    vigil = start(env, processes)
+    # A new connection per request, so the kernel spreads them over both collectors.
+    trace_ids = [send_one_span(env) for _ in range(12)]
+    log = stop(vigil)  # drains both collectors and the logs
+    assert "2 collector process(es)" in log
+    restarted = start(env, processes)
+    for trace_id in trace_ids:
+        assert wait_for_trace(env, trace_id)["trace_id"] == trace_id
+    stop(restarted)
+    wal_root = Path(env["VIGIL_CLICKHOUSE_URL"].removeprefix("chdb://") + "-wal")
+    assert sorted(p.name for p in wal_root.iterdir()) == ["collector-0", "collector-1"]
 
 
 def test_a_bad_setting_stops_the_start_with_the_variable_named(tmp_path: Path) -> None:

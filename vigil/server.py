@@ -3,9 +3,14 @@
 This module is the composition root: it alone imports the parts (collector, api,
 dashboards) to wire them; the import contracts in pyproject.toml exempt it and `vigil.cli`.
 
-Start order follows the data flow backwards (store, writer, batcher, decode pool,
-receivers, web), so nothing accepts data before its downstream is ready; shutdown runs
-forwards, so receivers stop first and the batcher drains what they acknowledged.
+The process that runs `Vigil` owns the store: it migrates, runs the inserter that moves
+write-ahead log segments into ClickHouse, and serves the API and pages. Collectors (OTLP
+receivers, decoding, batching, each with its own log) run in child processes sharing the
+OTLP ports, or in this process with `VIGIL_COLLECTOR_PROCESSES=0`.
+
+Start order follows the data flow backwards (store, inserter, collectors, web), so nothing
+accepts data before its downstream is ready; shutdown runs forwards, so collectors stop
+receiving and drain into their logs, then the inserter drains the logs into ClickHouse.
 """
 
 from __future__ import annotations
@@ -14,24 +19,19 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from starlette.applications import Starlette
 
 from vigil.api.app import create_app
-from vigil.collector.batcher import Batcher, BatcherConfig
-from vigil.collector.decode_pool import DecodePool, resolve_workers
-from vigil.collector.ingest import OtlpIngest
-from vigil.collector.otlp_grpc import OtlpGrpcReceiver
-from vigil.collector.otlp_http import create_otlp_http_app
-from vigil.collector.wal import WriteAheadLog
-from vigil.collector.writer import Inserter, InserterConfig, WalWriter
+from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_reuseport
+from vigil.collector.process import CollectorProcesses
+from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import views
 from vigil.errors import ConfigError
 from vigil.settings import Settings
@@ -55,19 +55,17 @@ class Ports:
     otlp_grpc: int
 
 
-class _EmbeddedServer(uvicorn.Server):
-    # Several servers share one loop; signals are handled once, by Vigil.run().
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
     """The API plus the dashboard pages on one app (port VIGIL_HTTP_PORT)."""
     app = create_app(settings, reader)
     app.include_router(views.router)
     app.mount("/static", views.static_files(), name="static")
     return app
+
+
+def resolve_processes(setting: int) -> int:
+    """Collector processes for a `VIGIL_COLLECTOR_PROCESSES` value: -1 means one per core."""
+    return (os.cpu_count() or 1) if setting < 0 else setting
 
 
 def _is_loopback(address: str) -> bool:
@@ -93,18 +91,25 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _reserve(host: str, port: int, variable: str) -> socket.socket:
+    try:
+        return bind_reuseport(host, port, listen=False)
+    except OSError as exc:
+        raise ConfigError(f"{variable}: {exc.strerror}") from None
+
+
 class Vigil:
     """The whole service in one process: collector, API and dashboards on the embedded or a remote store."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ports: Ports | None = None
-        self._servers: list[uvicorn.Server] = []
-        self._server_tasks: list[asyncio.Task[None]] = []
-        self._grpc: OtlpGrpcReceiver | None = None
-        self._batcher: Batcher | None = None
         self.inserter: Inserter | None = None  # public: tests and drains wait on it
-        self._decode_pool: DecodePool | None = None
+        self._web: EmbeddedServer | None = None
+        self._web_task: asyncio.Task[None] | None = None
+        self._collector: Collector | None = None
+        self._processes: CollectorProcesses | None = None
+        self._reserved: list[socket.socket] = []
         self._stopped = asyncio.Event()
 
     async def start(self) -> Ports:
@@ -126,67 +131,85 @@ class Vigil:
         await asyncio.to_thread(migrate, client, ctx)
         reader = StoreReader(client, database)
 
-        wal = WriteAheadLog(Path(settings.wal_path), fsync=settings.wal_fsync)
         self.inserter = Inserter(
             StoreWriter(client, database, local_files=settings.embedded),
-            wal,
-            InserterConfig(settings.insert_rows, settings.insert_interval, settings.max_wal_bytes),
+            Path(settings.wal_path),
+            InserterConfig(settings.insert_rows, settings.insert_interval),
+            fsync=settings.wal_fsync,
         )
         await asyncio.to_thread(self.inserter.start)
-        self._batcher = Batcher(
-            WalWriter(wal, self.inserter),
-            BatcherConfig(settings.max_batch_rows, settings.max_batch_age, settings.max_queue_rows),
-        )
-        self._batcher.start()
-        self._decode_pool = DecodePool(resolve_workers(settings.decode_workers), settings.max_request_bytes)
-        await asyncio.to_thread(self._decode_pool.start)
-        ingest = OtlpIngest(self._decode_pool, self._batcher)
 
         host = settings.bind
-        self._grpc = OtlpGrpcReceiver(ingest, f"{host}:{settings.otlp_grpc_port}", settings.max_grpc_message_bytes)
-        await self._grpc.start()
-        otlp_socket = _bind(host, settings.otlp_http_port)
+        # Reserved (bound, not listening) so port 0 resolves once and collectors share the port.
+        grpc_socket = _reserve(host, settings.otlp_grpc_port, "VIGIL_OTLP_GRPC_PORT")
+        http_socket = _reserve(host, settings.otlp_http_port, "VIGIL_OTLP_HTTP_PORT")
+        self._reserved = [grpc_socket, http_socket]
         web_socket = _bind(host, settings.http_port)
-        self._serve(create_otlp_http_app(ingest, settings.max_request_bytes), otlp_socket)
-        self._serve(build_web_app(settings, reader), web_socket)
-        while not all(server.started for server in self._servers):
-            if any(task.done() for task in self._server_tasks):
-                raise RuntimeError("a web server failed to start; see the log above")
+        configs = [
+            CollectorConfig(
+                host=host,
+                otlp_grpc_port=grpc_socket.getsockname()[1],
+                otlp_http_port=http_socket.getsockname()[1],
+                wal_root=settings.wal_path,
+                wal_name=f"collector-{index}",
+                wal_fsync=settings.wal_fsync,
+                max_wal_bytes=settings.max_wal_bytes,
+                max_batch_rows=settings.max_batch_rows,
+                max_batch_age=settings.max_batch_age,
+                max_queue_rows=settings.max_queue_rows,
+                max_request_bytes=settings.max_request_bytes,
+                max_grpc_message_bytes=settings.max_grpc_message_bytes,
+            )
+            for index in range(max(resolve_processes(settings.collector_processes), 1))
+        ]
+        if settings.collector_processes == 0:
+            self._collector = Collector(configs[0], on_append=self.inserter.notify)
+            await self._collector.start()
+        else:
+            self._processes = CollectorProcesses(configs, settings.log_level)
+            await asyncio.to_thread(self._processes.start)
+
+        config = uvicorn.Config(build_web_app(settings, reader), log_level="warning", access_log=False, lifespan="off")
+        self._web = EmbeddedServer(config)
+        self._web_task = asyncio.create_task(self._web.serve(sockets=[web_socket]))
+        while not self._web.started:
+            if self._web_task.done():
+                raise RuntimeError("the web server failed to start; see the log above")
             await asyncio.sleep(0.01)
         self.ports = Ports(
             http=web_socket.getsockname()[1],
-            otlp_http=otlp_socket.getsockname()[1],
-            otlp_grpc=self._grpc.port,
+            otlp_http=configs[0].otlp_http_port,
+            otlp_grpc=configs[0].otlp_grpc_port,
         )
         logger.info(
-            "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  store %s (database %s)",
+            "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  store %s (database %s), "
+            "%d collector process(es)",
             host, self.ports.http, host, self.ports.otlp_grpc, host, self.ports.otlp_http,
-            settings.clickhouse_url, database,
+            settings.clickhouse_url, database, len(configs) if self._processes else 0,
         )  # fmt: skip
         return self.ports
 
-    def _serve(self, app: Starlette, sock: socket.socket) -> None:
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75)
-        server = _EmbeddedServer(config)
-        self._servers.append(server)
-        self._server_tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+    def collectors_exited(self) -> list[str]:
+        """Collector processes that stopped on their own (a crash): Vigil should stop too."""
+        return self._processes.exited() if self._processes is not None else []
 
     async def shutdown(self) -> None:
-        """Stop receiving, drain the queue into the store, then stop the web servers. Idempotent."""
+        """Stop receiving and drain the collectors into their logs, the logs into ClickHouse,
+        then stop the web server. Idempotent."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self._grpc is not None:
-            await self._grpc.shutdown()
-        for server in self._servers:
-            server.should_exit = True
-        await asyncio.gather(*self._server_tasks, return_exceptions=True)
-        if self._batcher is not None:
-            await asyncio.to_thread(self._batcher.shutdown)
+        if self._collector is not None:
+            await self._collector.shutdown()
+        if self._processes is not None:
+            await asyncio.to_thread(self._processes.shutdown)
         if self.inserter is not None:
             await asyncio.to_thread(self.inserter.shutdown)
-        if self._decode_pool is not None:
-            await asyncio.to_thread(self._decode_pool.shutdown)
+        if self._web is not None and self._web_task is not None:
+            self._web.should_exit = True
+            await asyncio.gather(self._web_task, return_exceptions=True)
+        for sock in self._reserved:
+            sock.close()
         if self.ports is not None:
             logger.info("Vigil stopped")
 
@@ -204,6 +227,12 @@ class Vigil:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-            await stop.wait()
+            while not stop.is_set():
+                exited = self.collectors_exited()
+                if exited:
+                    # Fail fast: a supervisor restarts Vigil; the logs keep what was acknowledged.
+                    raise RuntimeError(f"collector process stopped unexpectedly: {', '.join(exited)}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
         finally:
             await self.shutdown()

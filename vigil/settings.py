@@ -103,9 +103,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=_DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     # VIGIL_MAX_GRPC_MESSAGE_BYTES: largest OTLP/gRPC message (RESOURCE_EXHAUSTED over it).
     max_grpc_message_bytes: int = Field(default=_DEFAULT_MAX_GRPC_MESSAGE_BYTES, ge=1024)
-    # VIGIL_DECODE_WORKERS: processes decoding OTLP requests beside the one that owns the store;
-    # 0 decodes in the receiving process (least memory), -1 means one per core.
-    decode_workers: int = Field(default=-1, ge=-1, le=64)
+    # VIGIL_COLLECTOR_PROCESSES: collector processes (OTLP receivers and decoding) sharing the
+    # OTLP ports beside the process that owns the store; -1 means one per core, 0 runs the
+    # collector inside that process (least memory).
+    collector_processes: int = Field(default=-1, ge=-1, le=64)
 
     # VIGIL_AUTH: "auto" refuses a non-loopback VIGIL_BIND without API tokens; "off" allows it
     # (a trusted network only).

@@ -107,7 +107,8 @@ def send_http(port: int, bodies: list[bytes], stop: threading.Event, counts: lis
 
 
 def send_grpc(port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    # Separate connections, as separate exporter processes would have (channels share one by default).
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
     export = channel.unary_unary(METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     i = 0
     while not stop.is_set():
@@ -133,7 +134,9 @@ def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: 
     env = dict(os.environ)  # VIGIL_* settings pass through, so a run can tune the server
     ports = {"VIGIL_HTTP_PORT": free_port(), "VIGIL_OTLP_HTTP_PORT": free_port(), "VIGIL_OTLP_GRPC_PORT": free_port()}
     env.update({k: str(v) for k, v in ports.items()})
-    env.update(VIGIL_CLICKHOUSE_URL=f"chdb://{data_dir}", VIGIL_DECODE_WORKERS=str(workers), VIGIL_LOG_LEVEL="WARNING")
+    env.update(
+        VIGIL_CLICKHOUSE_URL=f"chdb://{data_dir}", VIGIL_COLLECTOR_PROCESSES=str(workers), VIGIL_LOG_LEVEL="WARNING"
+    )
     server = subprocess.Popen([sys.executable, "-m", "vigil.cli", "serve"], env=env)
     try:
         deadline = time.monotonic() + 60
@@ -183,7 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=-1, help="VIGIL_DECODE_WORKERS for the server")
+    parser.add_argument("--workers", type=int, default=-1, help="VIGIL_COLLECTOR_PROCESSES for the server")
     parser.add_argument("--transport", choices=["http", "grpc", "both"], default="both")
     args = parser.parse_args()
     rng = random.Random(1)

@@ -9,9 +9,9 @@ import pytest
 
 from tests.spans import now_ns, raw_request
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
-from vigil.collector.wal import Segment, WriteAheadLog
+from vigil.collector.wal import STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
 from vigil.collector.writer import Inserter, InserterConfig
-from vigil.errors import Backpressure
+from vigil.errors import Backpressure, StoreUnavailable
 from vigil.store.client import Client
 from vigil.store.migrate import migrate
 from vigil.store.schema import DdlContext
@@ -40,56 +40,64 @@ def store(chdb_client: Client, database: str) -> StoreWriter:
 
 
 def test_appended_segments_are_found_again_after_reopening(tmp_path: Path) -> None:
-    wal = WriteAheadLog(tmp_path)
+    wal = WriteAheadLog(tmp_path / "collector-0")
     wal.open()
     first = wal.append(span_rows(3))
     second = wal.append(span_rows(2))
-    reopened = WriteAheadLog(tmp_path)
-    assert reopened.open() == [first, second]
+    reopened = WriteAheadLog(tmp_path / "collector-0")
+    reopened.open()
+    assert reopened.segments() == [first, second]
     assert [(s.seq, s.table, s.rows) for s in (first, second)] == [(0, "spans", 3), (1, "spans", 2)]
+    assert reopened.segments(after=0) == [second]
     assert reopened.append(span_rows(1)).seq == 2
-    assert reopened.size_bytes == sum(p.stat().st_size for p in tmp_path.glob("*.arrow"))
+    assert WalCapacity(tmp_path, 1 << 30).size_bytes() == sum(p.stat().st_size for p in tmp_path.glob("*/*.arrow"))
 
 
 def test_a_segment_never_renamed_into_place_was_never_acknowledged_and_is_dropped(tmp_path: Path) -> None:
-    (tmp_path / "00000000000000000007.spans.arrow.tmp").write_bytes(b"half written")
-    wal = WriteAheadLog(tmp_path)
-    assert wal.open() == []
-    assert list(tmp_path.iterdir()) == []
+    log_dir = tmp_path / "collector-0"
+    log_dir.mkdir()
+    (log_dir / "00000000000000000007.spans.arrow.tmp").write_bytes(b"half written")
+    wal = WriteAheadLog(log_dir)
+    wal.open()
+    assert wal.segments() == []
+    assert list(log_dir.iterdir()) == []
 
 
 def test_segments_left_by_an_earlier_run_are_inserted_at_start_and_removed(
     tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
 ) -> None:
-    earlier = WriteAheadLog(tmp_path)
-    earlier.open()
-    earlier.append(span_rows(4))
-    earlier.append(span_rows(6))
+    for name, sizes in (("collector-0", (4, 6)), ("collector-1", (5,))):
+        earlier = WriteAheadLog(tmp_path / name)
+        earlier.open()
+        for size in sizes:
+            earlier.append(span_rows(size))
 
-    inserter = Inserter(store, WriteAheadLog(tmp_path), InserterConfig(insert_interval=0.01))
+    inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01))
     inserter.start()
     assert inserter.wait_idle(30)
     inserter.shutdown()
-    assert counts(chdb_client, database) == (10, 10)
-    assert list(tmp_path.iterdir()) == []
+    assert counts(chdb_client, database) == (15, 15)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path("collector-0"), Path("collector-1")]
 
 
 def test_a_group_inserted_just_before_a_crash_is_not_counted_twice(
     tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
 ) -> None:
-    wal = WriteAheadLog(tmp_path)
+    log_dir = tmp_path / "collector-0"
+    wal = WriteAheadLog(log_dir)
     wal.open()
     group = [wal.append(span_rows(5)), wal.append(span_rows(7))]
+    later = wal.append(span_rows(2))  # acknowledged after the group was formed, not yet inserted
     token = wal.begin_insert(group)
-    store.insert_files("spans", tmp_path, [s.name for s in group], dedup_token=token)
-    # The process dies here: ClickHouse has the rows, the log still has the segments and the manifest.
+    store.insert_files("spans", log_dir, [s.name for s in group], dedup_token=token)
+    # The process dies here: ClickHouse has the group, the log still has its segments and manifest.
 
-    inserter = Inserter(store, WriteAheadLog(tmp_path), InserterConfig(insert_interval=0.01))
+    inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01))
     inserter.start()
     assert inserter.wait_idle(30)
     inserter.shutdown()
-    assert counts(chdb_client, database) == (12, 12)
-    assert list(tmp_path.iterdir()) == []
+    assert counts(chdb_client, database) == (14, 14)
+    assert later.seq == 2 and list(log_dir.iterdir()) == []
 
 
 def test_a_group_whose_segments_were_partly_deleted_is_finished_without_inserting_again(
@@ -101,26 +109,39 @@ def test_a_group_whose_segments_were_partly_deleted_is_finished_without_insertin
     wal.begin_insert(group)
     # Deletion happens only after a successful insert; a segment gone means the insert succeeded.
     (tmp_path / group[0].name).unlink()
-    reopened = WriteAheadLog(tmp_path)
-    assert reopened.pending_groups(reopened.open()) == []
+    assert wal.pending_groups(wal.segments()) == []
     assert list(tmp_path.iterdir()) == []
     assert counts(chdb_client, database) == (0, 0)
 
 
-def test_a_full_log_refuses_new_rows_while_inserts_catch_up(tmp_path: Path, store: StoreWriter) -> None:
-    wal = WriteAheadLog(tmp_path)
+def test_a_full_log_refuses_new_rows_while_inserts_catch_up(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path / "collector-0")
     wal.open()
-    inserter = Inserter(store, wal, InserterConfig(max_wal_bytes=1024))
+    capacity = WalCapacity(tmp_path, 1024)
+    capacity.check()
     wal.append(span_rows(3))
     with pytest.raises(Backpressure) as info:
-        inserter.check_capacity()
+        capacity.check()
     assert str(info.value) == "the write-ahead log is full (1024 bytes) while inserts catch up; retry shortly"
+
+
+def test_a_full_log_while_the_store_refuses_inserts_says_the_store_is_unavailable(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path / "collector-0")
+    wal.open()
+    wal.append(span_rows(3))
+    (tmp_path / STORE_UNAVAILABLE_FLAG).touch()
+    with pytest.raises(StoreUnavailable) as info:
+        WalCapacity(tmp_path, 1024).check()
+    assert (str(info.value), info.value.retry_after_s) == (
+        "ClickHouse has been unavailable and the write-ahead log is full (1024 bytes); retry later",
+        5.0,
+    )
 
 
 def test_tokens_are_unique_even_when_sequence_numbers_restart(tmp_path: Path) -> None:
     first_run = WriteAheadLog(tmp_path / "a")
     first_run.open()
-    second_run = WriteAheadLog(tmp_path / "b")
+    second_run = WriteAheadLog(tmp_path / "b")  # a fresh log numbers from 0 again
     second_run.open()
     first = first_run.begin_insert([first_run.append(span_rows(1))])
     second = second_run.begin_insert([second_run.append(span_rows(1))])

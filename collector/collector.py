@@ -1,0 +1,129 @@
+"""One collector: OTLP receivers, decoding, batching, and this collector's write-ahead log.
+
+`vigil serve` runs one collector in its own process (`VIGIL_COLLECTOR_PROCESSES=0`) or several
+in child processes (`vigil.collector.process`) that share the OTLP ports with SO_REUSEPORT.
+A collector never talks to ClickHouse: the inserter in the process that owns the store picks
+up its log segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from vigil.collector.batcher import Batcher, BatcherConfig
+from vigil.collector.decode_pool import DecodePool
+from vigil.collector.ingest import OtlpIngest
+from vigil.collector.otlp_grpc import OtlpGrpcReceiver
+from vigil.collector.otlp_http import create_otlp_http_app
+from vigil.collector.wal import WalCapacity, WriteAheadLog
+from vigil.collector.writer import WalWriter
+
+__all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "bind_reuseport"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    """What one collector needs: where to listen and where its log lives (plain values, picklable)."""
+
+    host: str
+    otlp_grpc_port: int
+    otlp_http_port: int
+    wal_root: str
+    wal_name: str
+    wal_fsync: bool
+    max_wal_bytes: int
+    max_batch_rows: int
+    max_batch_age: float
+    max_queue_rows: int
+    max_request_bytes: int
+    max_grpc_message_bytes: int
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner (several share one event loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_reuseport(host: str, port: int, *, listen: bool) -> socket.socket:
+    """A TCP socket on (host, port) that other collectors may bind too (SO_REUSEPORT).
+
+    Bound without listening, it reserves a port (resolving port 0) without taking connections.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}; is another Vigil running?") from None
+    if listen:
+        sock.listen(1024)
+        sock.setblocking(False)
+    return sock
+
+
+class Collector:
+    """Receivers -> decode -> batcher -> write-ahead log, in the current process and event loop."""
+
+    def __init__(self, config: CollectorConfig, on_append: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.on_append = on_append
+        self._decode_pool = DecodePool(config.max_request_bytes)
+        self._batcher: Batcher | None = None
+        self._grpc: OtlpGrpcReceiver | None = None
+        self._http: EmbeddedServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        wal = WriteAheadLog(Path(config.wal_root) / config.wal_name, fsync=config.wal_fsync)
+        writer = WalWriter(wal, WalCapacity(Path(config.wal_root), config.max_wal_bytes), self.on_append)
+        writer.start()
+        self._batcher = Batcher(
+            writer, BatcherConfig(config.max_batch_rows, config.max_batch_age, config.max_queue_rows)
+        )
+        self._batcher.start()
+        self._decode_pool.start()
+        ingest = OtlpIngest(self._decode_pool, self._batcher)
+        self._grpc = OtlpGrpcReceiver(ingest, f"{config.host}:{config.otlp_grpc_port}", config.max_grpc_message_bytes)
+        await self._grpc.start()
+        sock = bind_reuseport(config.host, config.otlp_http_port, listen=True)
+        app: Starlette = create_otlp_http_app(ingest, config.max_request_bytes)
+        self._http = EmbeddedServer(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75)
+        )
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started:
+            if self._http_task.done():
+                raise RuntimeError("the OTLP/HTTP server failed to start; see the log above")
+            await asyncio.sleep(0.01)
+
+    async def shutdown(self) -> None:
+        """Stop receiving, then write everything acknowledged-to-be into the log. Idempotent."""
+        if self._grpc is not None:
+            await self._grpc.shutdown()
+            self._grpc = None
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await asyncio.gather(self._http_task, return_exceptions=True)
+            self._http = None
+        if self._batcher is not None:
+            await asyncio.to_thread(self._batcher.shutdown)
+            self._batcher = None
+        await asyncio.to_thread(self._decode_pool.shutdown)

@@ -1,0 +1,122 @@
+"""Collectors in child processes, sharing the OTLP ports with SO_REUSEPORT.
+
+Decoding OTLP is Python CPU work, so one process gives one core's worth. Each child runs a
+whole `Collector` (receivers, decoding, batching, its own write-ahead log) on its own event
+loop; the process that owns the store only inserts what the logs hold and serves the API.
+Children are spawned, never forked from a process that has chDB open and threads running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+
+from vigil.collector.collector import Collector, CollectorConfig
+
+__all__ = ["CollectorProcesses"]
+
+logger = logging.getLogger(__name__)
+
+_OWNER_POLL_S = 1.0
+
+
+def _alive(pid: int) -> bool:
+    # A killed process stays a zombie until its parent reaps it; that counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to a signal probe
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _exit_with(owner_pid: int) -> None:
+    """End this process once the Vigil process that owns it is gone, even after its SIGKILL."""
+
+    def watch() -> None:
+        while _alive(owner_pid):
+            time.sleep(_OWNER_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vigil-owner-watch", daemon=True).start()
+
+
+def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, log_level: str) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    _exit_with(owner_pid)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Ctrl-C in a terminal reaches the whole process group; both mean "drain and exit".
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        collector = Collector(config)
+        try:
+            await collector.start()
+            ready.set()
+            await stop.wait()
+        finally:
+            await collector.shutdown()
+
+    asyncio.run(run())
+
+
+class CollectorProcesses:
+    """Starts, watches and stops one child process per `CollectorConfig`."""
+
+    def __init__(self, configs: list[CollectorConfig], log_level: str = "INFO") -> None:
+        self.configs = configs
+        self.log_level = log_level
+        self._processes: list[BaseProcess] = []
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        context = multiprocessing.get_context("spawn")
+        readies = []
+        for config in self.configs:
+            ready = context.Event()
+            process = context.Process(
+                target=_collector_main,
+                args=(config, os.getpid(), ready, self.log_level),
+                name=f"vigil-{config.wal_name}",
+            )
+            process.start()
+            self._processes.append(process)
+            readies.append(ready)
+        deadline = time.monotonic() + timeout_s
+        for child, ready in zip(self._processes, readies, strict=True):
+            while not ready.wait(0.1):
+                if not child.is_alive():
+                    raise RuntimeError(f"{child.name} exited with code {child.exitcode} while starting")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{child.name} did not start within {timeout_s:.0f} s")
+
+    def exited(self) -> list[str]:
+        """Children that are no longer running, with their exit codes."""
+        return [f"{p.name} (exit code {p.exitcode})" for p in self._processes if not p.is_alive()]
+
+    def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Ask every child to drain into its log and exit; kill any that does not in time."""
+        for process in self._processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in self._processes:
+            process.join(max(deadline - time.monotonic(), 0.1))
+            if process.is_alive():
+                logger.error("%s did not stop in time; killing it (its log keeps what it acknowledged)", process.name)
+                process.kill()
+                process.join(5)
+        self._processes = []
