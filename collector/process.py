@@ -60,9 +60,10 @@ def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, log_l
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Ctrl-C in a terminal reaches the whole process group; both mean "drain and exit".
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        # Ctrl-C in a terminal reaches the whole process group. The parent decides the order of
+        # shutdown and sends SIGTERM when this collector's turn comes.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         collector = Collector(config)
         try:
             await collector.start()

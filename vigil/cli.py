@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from typing import Annotated
 
 import typer
@@ -34,36 +33,30 @@ def _configure_logging(level: str) -> None:
 
 
 def _run(settings: Settings, demo_rate: float | None = None) -> None:
-    from vigil.server import Vigil
+    from vigil.server import Vigil, stop_on_signals
 
     vigil = Vigil(settings)
 
     async def run() -> None:
-        if demo_rate is None:
-            await vigil.run()
-            return
-        from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
+        stop = stop_on_signals()
+        try:
+            ports = await vigil.start()
+            if demo_rate is None:
+                await vigil.serve_until(stop)
+                return
+            from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
 
-        started = threading.Event()
-        holder: list[DemoTraffic] = []
-
-        async def start_demo() -> None:
-            while vigil.ports is None:
-                await asyncio.sleep(0.05)
-            endpoint = f"http://{settings.bind}:{vigil.ports.otlp_grpc}"
+            endpoint = f"http://{settings.bind}:{ports.otlp_grpc}"
             traffic = DemoTraffic(otlp_grpc_exporter_factory(endpoint), requests_per_second=demo_rate)
             traffic.start()
-            holder.append(traffic)
-            started.set()
             logging.getLogger("vigil.demo").info("sample traffic: %.0f requests/s into %s", demo_rate, endpoint)
-
-        task = asyncio.create_task(start_demo())
-        try:
-            await vigil.run()
-        finally:
-            task.cancel()
-            for traffic in holder:
+            try:
+                await vigil.serve_until(stop)
+            finally:
+                # Before Vigil stops, so the generator's last spans still have somewhere to go.
                 await asyncio.to_thread(traffic.shutdown)
+        finally:
+            await vigil.shutdown()
 
     try:
         asyncio.run(run())

@@ -41,7 +41,7 @@ from vigil.store.read import StoreReader
 from vigil.store.schema import DdlContext
 from vigil.store.write import StoreWriter
 
-__all__ = ["Ports", "Vigil", "build_web_app"]
+__all__ = ["Ports", "Vigil", "build_web_app", "stop_on_signals"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,20 +219,30 @@ class Vigil:
             return True
         return await asyncio.to_thread(self.inserter.wait_idle, timeout_s)
 
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; raise if a collector process stops on its own."""
+        while not stop.is_set():
+            exited = self.collectors_exited()
+            if exited:
+                # Fail fast: a supervisor restarts Vigil; the logs keep what was acknowledged.
+                raise RuntimeError(f"collector process stopped unexpectedly: {', '.join(exited)}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+
     async def run(self) -> None:
         """Start, serve until SIGINT or SIGTERM, then shut down cleanly."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         try:
             await self.start()
-            while not stop.is_set():
-                exited = self.collectors_exited()
-                if exited:
-                    # Fail fast: a supervisor restarts Vigil; the logs keep what was acknowledged.
-                    raise RuntimeError(f"collector process stopped unexpectedly: {', '.join(exited)}")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+            await self.serve_until(stop)
         finally:
             await self.shutdown()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (call from the running event loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
