@@ -10,19 +10,31 @@ import asyncio
 import logging
 import time
 
+from google.protobuf.message import Message
 from opentelemetry import metrics
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from vigil.collector.batcher import Batcher
 from vigil.collector.decode.otlp import Signal
 from vigil.collector.decode_pool import DecodePool
 from vigil.types import DecodeResult
 
-__all__ = ["OtlpIngest"]
+__all__ = ["OtlpIngest", "export_response"]
 
 logger = logging.getLogger(__name__)
 
 # Sampling rejected-item messages into Vigil's own log: at most one line per interval.
 _REJECTION_LOG_INTERVAL_S = 10.0
+
+
+def export_response(signal: Signal, result: DecodeResult) -> Message:
+    """The Export*ServiceResponse for `result`: empty on full success, else `partial_success`."""
+    del signal  # one signal today; logs and metrics add their response types here
+    response = ExportTraceServiceResponse()
+    if result.rejected or result.error_message:
+        response.partial_success.rejected_spans = result.rejected
+        response.partial_success.error_message = result.error_message
+    return response
 
 
 class OtlpIngest:

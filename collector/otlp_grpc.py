@@ -20,29 +20,16 @@ from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from vigil.collector.decode.otlp import PROTOBUF, Signal
-from vigil.collector.ingest import OtlpIngest
+from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import Backpressure, PermanentError, RetryableError
-from vigil.types import DecodeResult
 
 __all__ = ["OtlpGrpcReceiver"]
 
 logger = logging.getLogger(__name__)
 
 _SERVICES: dict[Signal, str] = {"traces": "opentelemetry.proto.collector.trace.v1.TraceService"}
-
-
-def _traces_response(result: DecodeResult) -> Message:
-    response = ExportTraceServiceResponse()
-    if result.rejected or result.error_message:
-        response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = result.error_message
-    return response
-
-
-_RESPONSES: dict[Signal, Callable[[DecodeResult], Message]] = {"traces": _traces_response}
 
 
 def _status(code: int, message: str, retry_after_s: float | None = None) -> grpc.Status:
@@ -95,7 +82,7 @@ class OtlpGrpcReceiver:
                 await _abort(
                     context, _status(code_pb2.INTERNAL, "internal error while accepting the request; see Vigil's log")
                 )
-            return _RESPONSES[signal](result)
+            return export_response(signal, result)
 
         return export
 

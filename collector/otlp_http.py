@@ -17,14 +17,13 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from vigil.collector.decode.otlp import JSON, Signal, media_type
-from vigil.collector.ingest import OtlpIngest
+from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import (
     Backpressure,
     DecodeError,
@@ -33,7 +32,6 @@ from vigil.errors import (
     RetryableError,
     UnsupportedMediaType,
 )
-from vigil.types import DecodeResult
 
 __all__ = ["create_otlp_http_app"]
 
@@ -41,17 +39,6 @@ logger = logging.getLogger(__name__)
 
 # gzip of incompressible data is slightly larger than the data; allow for it on the wire.
 _WIRE_SLACK_BYTES = 64 * 1024
-
-
-def _traces_response(result: DecodeResult) -> Message:
-    response = ExportTraceServiceResponse()
-    if result.rejected or result.error_message:
-        response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = result.error_message
-    return response
-
-
-_RESPONSES: dict[Signal, Callable[[DecodeResult], Message]] = {"traces": _traces_response}
 
 
 def _encode(message: Message, kind: str) -> bytes:
@@ -119,7 +106,7 @@ def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlett
                 return _status_response(
                     500, code_pb2.INTERNAL, "internal error while accepting the request; see Vigil's log", kind
                 )
-            return Response(_encode(_RESPONSES[signal](result), kind), status_code=200, media_type=kind)
+            return Response(_encode(export_response(signal, result), kind), status_code=200, media_type=kind)
 
         return export
 

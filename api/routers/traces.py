@@ -3,51 +3,23 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import BaseModel
 
 from vigil.api.deps import TimeWindow, get_reader, invalid_parameter, time_window
-from vigil.store.read import StoreReader
+from vigil.store.read import SpanRecord, StoreReader, TraceSummary
 
 router = APIRouter(prefix="/api/v1", tags=["traces"])
 
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 
 
-class TraceSummary(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Trace:
     trace_id: str
-    root_service: str
-    root_name: str
-    start_time_unix_nano: int
-    duration_ns: int
-    span_count: int
-    error_count: int
-    services: list[str]
-
-
-class Span(BaseModel):
-    span_id: str
-    parent_span_id: str
-    name: str
-    service: str
-    kind: str
-    start_time_unix_nano: int
-    duration_ns: int
-    status_code: str
-    status_message: str
-    trace_state: str
-    scope: dict[str, str]
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
-    events: list[dict[str, Any]]
-    links: list[dict[str, Any]]
-
-
-class Trace(BaseModel):
-    trace_id: str
-    spans: list[Span]
+    spans: list[SpanRecord]
 
 
 @router.get("/traces", response_model=list[TraceSummary])
@@ -62,7 +34,7 @@ def search_traces(
 ) -> list[TraceSummary]:
     """Newest traces with a span matching every filter: service, operation (span name),
     minimum span duration, span status, within `since` (default 15m)."""
-    found = reader.traces(
+    return reader.traces(
         start_s=window.start_s,
         end_s=window.end_s,
         service=service,
@@ -71,7 +43,6 @@ def search_traces(
         status=status,
         limit=limit,
     )
-    return [TraceSummary.model_validate(t, from_attributes=True) for t in found]
 
 
 @router.get("/traces/{trace_id}", response_model=Trace, responses={404: {"description": "no such trace"}})
@@ -86,4 +57,4 @@ def get_trace(trace_id: str, reader: Annotated[StoreReader, Depends(get_reader)]
             status_code=404,
             detail=f"trace {trace_id} was not found; it may be older than the traces retention or not yet sent",
         )
-    return Trace(trace_id=trace_id, spans=[Span.model_validate(s, from_attributes=True) for s in spans])
+    return Trace(trace_id=trace_id, spans=spans)

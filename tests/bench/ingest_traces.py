@@ -196,7 +196,8 @@ def main() -> None:
     for transport in transports:
         result = run(transport, args.seconds, args.concurrency, args.workers, bodies)
         print(
-            f"{transport:5s} collector_processes={args.workers} concurrency={args.concurrency} seconds={args.seconds:.0f}: "
+            f"{transport:5s} collector_processes={args.workers} concurrency={args.concurrency} "
+            f"seconds={args.seconds:.0f}: "
             f"{result['spans_per_s']:,.0f} spans/s stored "
             f"(stored {result['stored_spans']:,.0f}, acknowledged {result['acknowledged_spans']:,.0f}, "
             f"refused requests {result['refusals']:.0f}), peak RSS {result['peak_rss_mb']:,.0f} MiB"
