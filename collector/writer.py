@@ -75,9 +75,12 @@ class Inserter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failing_since: float | None = None
-        self._drain_requested = False
+        # Drain requests are numbered; one is done when a scan that began after it found nothing
+        # left, so a segment appended just before the request is never missed.
+        self._drain_requested = 0
+        self._drained = 0
+        self._idle = threading.Condition(self._lock)
         self._inserted_rows = 0
-        self._idle = threading.Event()
         meter = metrics.get_meter("vigil.collector.inserter")
         self._inserted = meter.create_counter("vigil.inserter.rows_inserted", unit="{row}")
 
@@ -114,25 +117,26 @@ class Inserter:
         with self._lock:
             thread = self._thread
             self._stopping = True
+            self._drain_requested += 1
             self._wake.notify_all()
         if thread is not None:
             thread.join()
         with self._lock:
             self._thread = None
+            self._idle.notify_all()
 
     def notify(self) -> None:
         """A collector in this process appended a segment: scan now rather than at the next tick."""
         with self._lock:
-            self._idle.clear()
             self._wake.notify()
 
     def wait_idle(self, timeout: float) -> bool:
         """Insert everything in the logs now and wait until it is in ClickHouse (drains and tests)."""
         with self._lock:
-            self._idle.clear()
-            self._drain_requested = True
+            self._drain_requested += 1
+            request = self._drain_requested
             self._wake.notify_all()
-        return self._idle.wait(timeout)
+            return self._idle.wait_for(lambda: self._drained >= request or self._thread is None, timeout)
 
     @property
     def failing(self) -> bool:
@@ -206,17 +210,22 @@ class Inserter:
     def _run(self) -> None:
         attempt = 0
         while True:
+            with self._lock:
+                requested_before_scan = self._drain_requested
             self._scan()
             with self._lock:
-                drain = self._stopping or self._drain_requested
+                drain = self._stopping or self._drain_requested > self._drained
                 taken = self._take_locked(self._clock(), drain=drain)
                 if taken is None:
                     if drain:
-                        # Everything found by the scan above is in ClickHouse.
-                        self._drain_requested = False
-                        self._idle.set()
-                        if self._stopping:
+                        # Everything the scan found is in ClickHouse, and the scan began after
+                        # every request up to `requested_before_scan`.
+                        self._drained = requested_before_scan
+                        self._idle.notify_all()
+                        if self._stopping and self._drained >= self._drain_requested:
                             return
+                    if self._drained < self._drain_requested:
+                        continue  # a request arrived during the scan: scan again at once
                     self._wake.wait(self._next_wait_locked())
                     continue
             name, token, group = taken
@@ -233,7 +242,8 @@ class Inserter:
                     self._replay.insert(0, (name, token, group))
                     if self._stopping:
                         logger.warning("ClickHouse unavailable at shutdown; its rows stay in the write-ahead log")
-                        self._idle.set()
+                        self._drained = self._drain_requested
+                        self._idle.notify_all()
                         return
                     delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
                     attempt += 1
