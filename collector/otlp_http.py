@@ -26,7 +26,6 @@ from vigil.collector.decode.otlp import JSON, Signal, media_type
 from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import (
     Backpressure,
-    DecodeError,
     PayloadTooLarge,
     PermanentError,
     RetryableError,
@@ -94,7 +93,7 @@ def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlett
                 return _status_response(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), kind)
             except UnsupportedMediaType as exc:
                 return _status_response(415, code_pb2.INVALID_ARGUMENT, str(exc), kind)
-            except (DecodeError, PermanentError) as exc:
+            except PermanentError as exc:
                 return _status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), kind)
             except Backpressure as exc:
                 return _status_response(429, code_pb2.RESOURCE_EXHAUSTED, str(exc), kind, exc.retry_after_s)

@@ -99,7 +99,8 @@ def _reserve(host: str, port: int, variable: str) -> socket.socket:
 
 
 class Vigil:
-    """The whole service in one process: collector, API and dashboards on the embedded or a remote store."""
+    """The whole service: this process owns the store (inserter, API, pages); collectors run in
+    child processes, or here with `VIGIL_COLLECTOR_PROCESSES=0`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
