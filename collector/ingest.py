@@ -12,6 +12,7 @@ import time
 
 from google.protobuf.message import Message
 from opentelemetry import metrics
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from vigil.collector.batcher import Batcher
@@ -29,12 +30,17 @@ _REJECTION_LOG_INTERVAL_S = 10.0
 
 def export_response(signal: Signal, result: DecodeResult) -> Message:
     """The Export*ServiceResponse for `result`: empty on full success, else `partial_success`."""
-    del signal  # one signal today; logs and metrics add their response types here
-    response = ExportTraceServiceResponse()
+    if signal == "traces":
+        traces = ExportTraceServiceResponse()
+        if result.rejected or result.error_message:
+            traces.partial_success.rejected_spans = result.rejected
+            traces.partial_success.error_message = result.error_message
+        return traces
+    logs = ExportLogsServiceResponse()
     if result.rejected or result.error_message:
-        response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = result.error_message
-    return response
+        logs.partial_success.rejected_log_records = result.rejected
+        logs.partial_success.error_message = result.error_message
+    return logs
 
 
 class OtlpIngest:

@@ -1,4 +1,4 @@
-"""OTLP/gRPC receiver: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+"""OTLP/gRPC receiver: the ``TraceService`` and ``LogsService`` Export methods.
 
 The method is registered with a pass-through deserializer, so the request arrives as raw
 bytes and is decoded by the decode pool (in worker processes) rather than parsed into
@@ -29,7 +29,10 @@ __all__ = ["OtlpGrpcReceiver"]
 
 logger = logging.getLogger(__name__)
 
-_SERVICES: dict[Signal, str] = {"traces": "opentelemetry.proto.collector.trace.v1.TraceService"}
+_SERVICES: dict[Signal, str] = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+}
 
 
 def _status(code: int, message: str, retry_after_s: float | None = None) -> grpc.Status:

@@ -1,4 +1,4 @@
-"""OTLP/HTTP receiver: ``POST /v1/traces`` with protobuf or JSON bodies, plain or gzip.
+"""OTLP/HTTP receiver: ``POST /v1/traces`` and ``/v1/logs``, protobuf or JSON, plain or gzip.
 
 Status codes follow the OTLP specification: 200 (with ``partial_success`` when some items
 were rejected), 400 for a body that cannot be decoded, 413 over the size limit, 415 for
@@ -109,4 +109,9 @@ def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlett
 
         return export
 
-    return Starlette(routes=[Route("/v1/traces", endpoint("traces"), methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/traces", endpoint("traces"), methods=["POST"]),
+            Route("/v1/logs", endpoint("logs"), methods=["POST"]),
+        ]
+    )

@@ -143,10 +143,13 @@ def trace_page(trace_id: str, reader: Annotated[StoreReader, Depends(_reader)]) 
         )
     rows = _waterfall(spans)
     duration = max(s.start_time_unix_nano + s.duration_ns for s in spans) - min(s.start_time_unix_nano for s in spans)
+    # Oldest first, to read alongside the waterfall.
+    logs = list(reversed(reader.logs(start_s=None, end_s=None, trace_id=trace_id.lower(), limit=500)))
     return _render(
         "trace.html",
         title=f"Trace {trace_id[:8]}",
         trace_id=trace_id.lower(),
+        logs=logs,
         rows=rows,
         duration_ns=duration,
     )

@@ -129,4 +129,11 @@ def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
 
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
-    assert sorted(paths) == ["/api/v1/services", "/api/v1/traces", "/api/v1/traces/{trace_id}", "/healthz", "/readyz"]
+    assert sorted(paths) == [
+        "/api/v1/logs",
+        "/api/v1/services",
+        "/api/v1/traces",
+        "/api/v1/traces/{trace_id}",
+        "/healthz",
+        "/readyz",
+    ]

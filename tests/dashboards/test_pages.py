@@ -6,10 +6,13 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.conftest import RunningVigil
+from tests.logs import orders_logs_with_span
 from tests.spans import checkout_trace, now_ns, trace_id_of
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -85,6 +88,29 @@ def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(
     names = [t.strip() for t in page.locator("#waterfall summary").all_inner_texts()]
     assert names == ["shop GET /checkout Server", "shop POST payments Client", "payments charge Server"]
     assert page.locator("#waterfall tr.error").count() == 1
+
+
+def test_a_trace_page_lists_the_logs_carrying_its_trace_id(vigil_server: RunningVigil, page: playwright.Page) -> None:
+    records, trace_id, spans = orders_logs_with_span()
+    send(vigil_server, spans)
+    exporter = OTLPLogExporter(endpoint=vigil_server.otlp_grpc, insecure=True)
+    assert exporter.export(records) == LogRecordExportResult.SUCCESS
+    exporter.shutdown()
+    vigil_server.flush()
+    page.goto(f"{vigil_server.api}/traces/{trace_id}")
+    assert [row[1:] for row in table_rows(page, "#trace-logs")] == [
+        ["orders", "INFO", "order A-42 accepted"],
+        ["orders", "ERROR", "payment for order A-42 failed: card declined"],
+    ]
+    assert page.locator("#trace-logs tr.error").count() == 1
+
+
+def test_a_trace_without_logs_says_how_logs_get_linked(vigil_server: RunningVigil, page: playwright.Page) -> None:
+    spans = checkout_trace(now_ns() - 2_000_000_000)
+    send(vigil_server, spans)
+    page.goto(f"{vigil_server.api}/traces/{trace_id_of(spans)}")
+    assert page.locator("#trace-logs").count() == 0
+    assert "No logs carry this trace id." in page.locator("main").inner_text()
 
 
 def test_a_malformed_trace_id_renders_an_error_page_not_a_stack_trace(

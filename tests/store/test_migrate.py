@@ -5,6 +5,7 @@ from vigil.store.migrate import applied_versions, migrate
 from vigil.store.schema import MIGRATIONS, DdlContext
 
 EXPECTED_TABLES = [
+    "logs",
     "schema_migrations",
     "spans",
     "spans_red_1m",
@@ -25,7 +26,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -33,7 +34,7 @@ def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_clien
     migrate(chdb_client, ctx)
     assert migrate(chdb_client, ctx) == []
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(1,)]
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(2,)]
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
@@ -50,13 +51,14 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Cl
 
 def test_retention_follows_the_setting_on_each_start(chdb_client: Client, database: str) -> None:
     migrate(chdb_client, DdlContext(database=database, traces_retention_days=7))
-    migrate(chdb_client, DdlContext(database=database, traces_retention_days=3))
+    migrate(chdb_client, DdlContext(database=database, traces_retention_days=3, logs_retention_days=5))
     rows = chdb_client.query(
         "SELECT name, extract(create_table_query, 'TTL (.+?) SETTINGS') FROM system.tables "
         "WHERE database = {d:String} AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
         parameters={"d": database},
     ).result_rows
     assert rows == [
+        ("logs", "toDateTime(Timestamp) + toIntervalDay(5)"),
         ("spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
         ("spans_red_1m", "Minute + toIntervalDay(3)"),
         ("spans_trace_id_ts", "toDateTime(Start) + toIntervalDay(3)"),

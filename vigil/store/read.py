@@ -16,6 +16,7 @@ from typing import Any, Literal
 from clickhouse_connect.driver.client import Client
 
 __all__ = [
+    "LogRecord",
     "ServiceSummary",
     "SpanRecord",
     "StoreReader",
@@ -50,6 +51,23 @@ class TraceSummary:
     span_count: int
     error_count: int
     services: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    time_unix_nano: int
+    observed_time_unix_nano: int
+    trace_id: str
+    span_id: str
+    trace_flags: int
+    severity_text: str
+    severity_number: int
+    service: str
+    body: Any
+    event_name: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    scope: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +246,74 @@ class StoreReader:
             for row in rows
         ]
 
+    def logs(
+        self,
+        *,
+        start_s: float | None,
+        end_s: float | None,
+        service: str | None = None,
+        min_severity: int | None = None,
+        text: str | None = None,
+        trace_id: str | None = None,
+        limit: int = 100,
+    ) -> list[LogRecord]:
+        """Newest log records first, matching every filter given.
+
+        `text` matches case-insensitively anywhere in the body; `min_severity` is an OTLP
+        severity number (9 INFO, 13 WARN, 17 ERROR); no window means all retained logs.
+        """
+        conditions = ["1"]
+        params: dict[str, Any] = {"limit": limit}
+        if start_s is not None:
+            conditions.append("Timestamp >= fromUnixTimestamp64Nano({start:Int64})")
+            params["start"] = int(start_s * 1e9)
+        if end_s is not None:
+            conditions.append("Timestamp <= fromUnixTimestamp64Nano({end:Int64})")
+            params["end"] = int(end_s * 1e9)
+        if service:
+            conditions.append("ServiceName = {service:String}")
+            params["service"] = service
+        if min_severity is not None:
+            conditions.append("SeverityNumber >= {severity:UInt8}")
+            params["severity"] = min_severity
+        if text:
+            conditions.append("lower(Body) LIKE {pattern:String}")
+            params["pattern"] = _like_pattern(text.lower())
+        if trace_id:
+            conditions.append("TraceId = {trace_id:String}")
+            params["trace_id"] = trace_id
+        rows = self._query(
+            f"""
+            SELECT toUnixTimestamp64Nano(Timestamp) AS time_ns,
+                   toUnixTimestamp64Nano(ObservedTimestamp) AS observed_ns,
+                   TraceId, SpanId, TraceFlags, SeverityText, SeverityNumber, ServiceName,
+                   Body, BodyType, EventName, LogAttributes, LogAttributeTypes,
+                   ResourceAttributes, ResourceAttributeTypes, ScopeName, ScopeVersion
+            FROM {{db}}.logs
+            WHERE {" AND ".join(conditions)}
+            ORDER BY Timestamp DESC
+            LIMIT {{limit:UInt32}}""",
+            **params,
+        )
+        return [
+            LogRecord(
+                time_unix_nano=int(row["time_ns"]),
+                observed_time_unix_nano=int(row["observed_ns"]),
+                trace_id=row["TraceId"],
+                span_id=row["SpanId"],
+                trace_flags=int(row["TraceFlags"]),
+                severity_text=row["SeverityText"],
+                severity_number=int(row["SeverityNumber"]),
+                service=row["ServiceName"],
+                body=_typed_value(row["Body"], row["BodyType"] or None),
+                event_name=row["EventName"],
+                attributes=typed_attributes(row["LogAttributes"], row["LogAttributeTypes"]),
+                resource=typed_attributes(row["ResourceAttributes"], row["ResourceAttributeTypes"]),
+                scope={"name": row["ScopeName"], "version": row["ScopeVersion"]},
+            )
+            for row in rows
+        ]
+
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace, ordered by start time; empty when the trace is unknown."""
         bounds = self._query(
@@ -262,6 +348,12 @@ class StoreReader:
             end=int(bounds["end_ns"]),
         )
         return [_span_record(row) for row in rows]
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _span_record(row: dict[str, Any]) -> SpanRecord:

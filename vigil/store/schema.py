@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 __all__ = [
+    "LOGS",
+    "LOGS_ARROW_SCHEMA",
     "MIGRATIONS",
     "SPANS",
     "SPANS_ARROW_SCHEMA",
@@ -74,6 +76,30 @@ SPANS_ARROW_SCHEMA = pa.schema(
         ("Links.TraceState", pa.list_(pa.string())),
         ("Links.Attributes", pa.list_(_attr_map)),
         ("Links.AttributeTypes", pa.list_(_attr_map)),
+    ]
+)
+
+# The row shape every log decoder produces; names are ClickHouse columns of `logs`.
+LOGS_ARROW_SCHEMA = pa.schema(
+    [
+        ("Timestamp", pa.timestamp("ns", tz="UTC")),
+        ("ObservedTimestamp", pa.timestamp("ns", tz="UTC")),
+        ("TraceId", pa.string()),
+        ("SpanId", pa.string()),
+        ("TraceFlags", pa.uint8()),
+        ("SeverityText", pa.string()),
+        ("SeverityNumber", pa.uint8()),
+        ("ServiceName", pa.string()),
+        ("ServiceVersion", pa.string()),
+        ("Body", pa.string()),
+        ("BodyType", pa.string()),
+        ("EventName", pa.string()),
+        ("ResourceAttributes", _attr_map),
+        ("ResourceAttributeTypes", _attr_map),
+        ("ScopeName", pa.string()),
+        ("ScopeVersion", pa.string()),
+        ("LogAttributes", _attr_map),
+        ("LogAttributeTypes", _attr_map),
     ]
 )
 
@@ -253,12 +279,50 @@ SPANS_RED_1M_MV = MaterializedView(
     GROUP BY Minute, ServiceName, SpanName, ServiceVersion""",
 )
 
+
+def _logs_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(Timestamp) + toIntervalDay({ctx.logs_retention_days})"
+
+
+LOGS = Table(
+    name="logs",
+    columns=f"""
+    Timestamp DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    ObservedTimestamp DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    TraceId String,
+    SpanId String,
+    TraceFlags UInt8,
+    SeverityText LowCardinality(String),
+    SeverityNumber UInt8,
+    ServiceName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    Body String,
+    BodyType LowCardinality(String),
+    EventName LowCardinality(String),
+    ResourceAttributes {_STRING_MAP},
+    ResourceAttributeTypes {_TYPE_MAP},
+    ScopeName String,
+    ScopeVersion String,
+    LogAttributes {_STRING_MAP},
+    LogAttributeTypes {_TYPE_MAP},
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    -- Case-insensitive substring search (lower(Body) LIKE '%...%') skips granules by trigram.
+    INDEX idx_body lower(Body) TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1,
+    INDEX idx_severity SeverityNumber TYPE minmax GRANULARITY 1""",
+    engine="MergeTree",
+    partition_by="toDate(Timestamp)",
+    order_by="(ServiceName, toDateTime(Timestamp))",
+    ttl=_logs_ttl,
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "spans, trace-id lookup and per-minute RED rollup",
         (SPANS, SPANS_TRACE_ID_TS, SPANS_TRACE_ID_TS_MV, SPANS_RED_1M, SPANS_RED_1M_MV),
     ),
+    Migration(2, "logs", (LOGS,)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

@@ -17,7 +17,7 @@ __all__ = ["StoreWriter"]
 logger = logging.getLogger(__name__)
 
 # Tables a collector may write; anything else is a programming error, not a retryable one.
-_SIGNAL_TABLES = frozenset({"spans"})
+_SIGNAL_TABLES = frozenset({"spans", "logs"})
 
 
 class StoreWriter:

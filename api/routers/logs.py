@@ -1,0 +1,66 @@
+"""Log search: newest first, by service, minimum severity, text, trace id and time."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from vigil.api.deps import MAX_WINDOW_S, get_reader, invalid_parameter
+from vigil.settings import parse_duration
+from vigil.store.read import LogRecord, StoreReader
+
+router = APIRouter(prefix="/api/v1", tags=["logs"])
+
+# The first severity number of each OTLP severity range (logs.proto SeverityNumber).
+SEVERITIES = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21}
+_TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+_DEFAULT_SINCE = "15m"
+
+
+def _min_severity(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in SEVERITIES:
+        return SEVERITIES[value.lower()]
+    if value.isdigit() and 1 <= int(value) <= 24:
+        return int(value)
+    raise invalid_parameter("severity", value, "trace, debug, info, warn, error, fatal, or a number from 1 to 24")
+
+
+@router.get("/logs", response_model=list[LogRecord])
+def search_logs(
+    reader: Annotated[StoreReader, Depends(get_reader)],
+    service: str | None = None,
+    severity: str | None = None,
+    q: str | None = None,
+    trace_id: str | None = None,
+    since: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[LogRecord]:
+    """Newest log records first. `severity` is a minimum (`warn` includes errors); `q` matches
+    the body anywhere, case-insensitively; `since` defaults to 15m, except that a `trace_id`
+    alone searches all retained logs, so a trace's logs are found however old it is."""
+    if trace_id is not None and not _TRACE_ID.match(trace_id):
+        raise invalid_parameter("trace_id", trace_id, "32 hexadecimal characters")
+    window_s: float | None = None
+    if since is not None or trace_id is None:
+        text = since or _DEFAULT_SINCE
+        try:
+            window_s = parse_duration(text)
+        except ValueError:
+            raise invalid_parameter("since", text, "a duration such as 15m, 1h or 7d") from None
+        if not 0 < window_s <= MAX_WINDOW_S:
+            raise invalid_parameter("since", text, "a duration between 1s and 90d")
+    now = time.time()
+    return reader.logs(
+        start_s=now - window_s if window_s is not None else None,
+        end_s=now if window_s is not None else None,
+        service=service,
+        min_severity=_min_severity(severity),
+        text=q,
+        trace_id=trace_id.lower() if trace_id else None,
+        limit=limit,
+    )
