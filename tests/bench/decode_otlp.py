@@ -1,0 +1,98 @@
+"""Decode benchmark: OTLP trace and log requests to Arrow, one core.
+
+    .venv/bin/python -m tests.bench.decode_otlp [--runs 400]
+
+Prints the median items/s of the trace decoders on the ingest benchmark's 1,000-span request,
+and of the protobuf log decoder on 1,000 log records (10 attributes, a ~100-byte body).
+Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from tests.bench.ingest_traces import SPANS_PER_REQUEST, build_request
+from vigil.collector.decode.otlp_logs import decode_logs_protobuf
+from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
+from vigil.types import DecodeResult
+
+
+def to_otlp_json(body: bytes) -> bytes:
+    """OTLP/JSON of a protobuf request: json_format, then ids re-encoded as hex as OTLP requires."""
+    import base64
+    import json
+
+    document = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
+    for resource_spans in document.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(document).encode()
+
+
+def build_logs_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.add(key="service.name", value=AnyValue(string_value="checkout"))
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "app.checkout"
+    t0 = time.time_ns()
+    for i in range(n):
+        record = scope_logs.log_records.add(
+            time_unix_nano=t0 + i, observed_time_unix_nano=t0 + i + 1000, severity_number=9, severity_text="INFO"
+        )
+        record.trace_id = rng.randbytes(16)
+        record.span_id = rng.randbytes(8)
+        record.body.string_value = (
+            f"order {i} accepted for customer {i % 97} after {rng.randrange(1, 900)} ms in stage 2"
+        )
+        for key, value in [
+            ("code.function.name", AnyValue(string_value="accept")),
+            ("code.file.path", AnyValue(string_value="/srv/app/orders.py")),
+            ("code.line.number", AnyValue(int_value=118)),
+            ("order.id", AnyValue(int_value=i)),
+            ("customer.tier", AnyValue(string_value=("free", "pro", "enterprise")[i % 3])),
+            ("http.route", AnyValue(string_value=f"/orders/{i % 20}")),
+            ("retry", AnyValue(bool_value=i % 7 == 0)),
+            ("amount", AnyValue(double_value=rng.random() * 100)),
+            ("region", AnyValue(string_value="eu-west-1")),
+            ("thread.name", AnyValue(string_value=f"worker-{i % 8}")),
+        ]:
+            record.attributes.add(key=key, value=value)
+    return request.SerializeToString()
+
+
+def median_rate(decode: Callable[[bytes], DecodeResult], body: bytes, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        decode(body)
+        times.append(time.perf_counter() - started)
+    return SPANS_PER_REQUEST / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=400)
+    args = parser.parse_args()
+    body = build_request(random.Random(1))
+    json_body = to_otlp_json(body)
+    print(f"traces protobuf: {median_rate(decode_traces_protobuf, body, args.runs):,.0f} spans/s")
+    print(f"traces json:     {median_rate(decode_traces_json, json_body, max(args.runs // 10, 5)):,.0f} spans/s")
+    logs_body = build_logs_request(random.Random(2))
+    print(f"logs protobuf: {median_rate(decode_logs_protobuf, logs_body, args.runs):,.0f} records/s")
+
+
+if __name__ == "__main__":
+    main()
