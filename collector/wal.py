@@ -18,6 +18,7 @@ Layout: one directory per collector (each appended to by one process) under a ro
     collector-0/00000000000000000042.spans.arrow      a segment: sequence number, table, rows
     collector-0/insert-00000000000000000040-00000000000000000042.json   a group being inserted, with its token
     STORE_UNAVAILABLE                                  present while ClickHouse refuses inserts
+    quarantine/collector-0/...                         segments that could not be read or inserted
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ import pyarrow.ipc as ipc
 from vigil.errors import Backpressure, StoreUnavailable
 from vigil.types import RowBatch
 
-__all__ = ["STORE_UNAVAILABLE_FLAG", "Segment", "WalCapacity", "WriteAheadLog"]
+__all__ = ["LOG_PREFIX", "QUARANTINE", "STORE_UNAVAILABLE_FLAG", "Segment", "WalCapacity", "WriteAheadLog"]
 
 logger = logging.getLogger(__name__)
 
+# Beside the collectors' logs under the root: segments that could not be inserted.
+QUARANTINE = "quarantine"
+LOG_PREFIX = "collector-"
 _SEGMENT = re.compile(r"^(\d{20})\.([a-z_][a-z0-9_]*)\.arrow$")
 _MANIFEST = re.compile(r"^insert-(\d{20})-(\d{20})\.json$")
 
@@ -107,9 +111,26 @@ class WriteAheadLog:
                     size = entry.stat().st_size
                 except FileNotFoundError:  # inserted and deleted meanwhile
                     continue
+                except (pa.ArrowInvalid, OSError) as exc:
+                    # A segment is renamed into place only once complete, so this is damage on
+                    # disk: keep the file for inspection, out of the way of the rest.
+                    self.quarantine([entry.name], f"unreadable segment: {exc}")
+                    continue
                 found.append(Segment(int(match.group(1)), match.group(2), rows, size))
         found.sort(key=lambda s: s.seq)
         return found
+
+    @property
+    def quarantine_directory(self) -> Path:
+        return self.directory.parent / QUARANTINE / self.directory.name
+
+    def quarantine(self, names: list[str], reason: str) -> None:
+        """Move files that cannot be inserted out of the log, keeping them for inspection."""
+        self.quarantine_directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.directory / name, self.quarantine_directory / name)
+        logger.error("moved %s from %s to %s: %s", ", ".join(names), self.directory, self.quarantine_directory, reason)
 
     def append(self, batch: RowBatch) -> Segment:
         """Write `batch` as a new segment; when this returns, the rows survive a crash."""
@@ -194,7 +215,7 @@ class WalCapacity:
 
     def size_bytes(self) -> int:
         total = 0
-        for path in self.root.glob("*/*.arrow"):
+        for path in self.root.glob(f"{LOG_PREFIX}*/*.arrow"):
             with contextlib.suppress(FileNotFoundError):  # inserted and deleted meanwhile
                 total += path.stat().st_size
         return total

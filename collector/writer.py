@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 from opentelemetry import metrics
 
-from vigil.collector.wal import STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
-from vigil.errors import StoreUnavailable
+from vigil.collector.wal import LOG_PREFIX, STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
+from vigil.errors import PermanentError, StoreUnavailable
 from vigil.store.write import StoreWriter
 from vigil.types import RowBatch
 
@@ -33,6 +34,7 @@ _DEFAULT_INSERT_ROWS = 200_000
 _DEFAULT_INSERT_INTERVAL_S = 1.0
 _DEFAULT_SCAN_INTERVAL_S = 0.05
 _RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+_LOOP_FAILURE_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class Inserter:
         # left, so a segment appended just before the request is never missed.
         self._drain_requested = 0
         self._drained = 0
+        self._attempt = 0  # consecutive failed inserts, for the backoff
         self._idle = threading.Condition(self._lock)
         self._inserted_rows = 0
         meter = metrics.get_meter("vigil.collector.inserter")
@@ -92,7 +95,7 @@ class Inserter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._set_failing(False)
         replayed = 0
-        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(LOG_PREFIX)):
             log = self._log(directory.name)
             for leftover in directory.glob("*.tmp"):
                 leftover.unlink()  # never renamed into place, so never acknowledged
@@ -157,7 +160,7 @@ class Inserter:
 
     def _scan(self) -> None:
         """Queue segments that appeared since the last scan (called without the lock held)."""
-        names = [p.name for p in self.root.iterdir() if p.is_dir()]
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith(LOG_PREFIX)]
         now = self._clock()
         for name in names:
             log = self._log(name)
@@ -208,50 +211,70 @@ class Inserter:
         return max(min(min(oldest) + self.config.insert_interval - self._clock(), scan), 0.0)
 
     def _run(self) -> None:
-        attempt = 0
         while True:
-            with self._lock:
-                requested_before_scan = self._drain_requested
-            self._scan()
-            with self._lock:
-                drain = self._stopping or self._drain_requested > self._drained
-                taken = self._take_locked(self._clock(), drain=drain)
-                if taken is None:
-                    if drain:
-                        # Everything the scan found is in ClickHouse, and the scan began after
-                        # every request up to `requested_before_scan`.
-                        self._drained = requested_before_scan
-                        self._idle.notify_all()
-                        if self._stopping and self._drained >= self._drain_requested:
-                            return
-                    if self._drained < self._drain_requested:
-                        continue  # a request arrived during the scan: scan again at once
-                    self._wake.wait(self._next_wait_locked())
-                    continue
-            name, token, group = taken
-            log = self._logs[name]
-            if token is None:
-                # Recorded before the attempt, so every retry, even after a restart, uses this token.
-                token = log.begin_insert(group)
             try:
-                self._insert(log, group, token)
-            except StoreUnavailable:
-                self._set_failing(True)
+                if self._step():
+                    return
+            except Exception:
+                # Never die silently: a dead inserter would let the logs fill while every
+                # request is still acknowledged. Say so, pause, and carry on.
+                logger.exception("the inserter failed; retrying in %.0f s", _LOOP_FAILURE_PAUSE_S)
                 with self._lock:
-                    # Back in front, in order: the log keeps the rows; try again after a pause.
-                    self._replay.insert(0, (name, token, group))
+                    self._wake.wait_for(lambda: self._stopping, timeout=_LOOP_FAILURE_PAUSE_S)
                     if self._stopping:
-                        logger.warning("ClickHouse unavailable at shutdown; its rows stay in the write-ahead log")
                         self._drained = self._drain_requested
                         self._idle.notify_all()
                         return
-                    delay = _RETRY_BACKOFF_S[min(attempt, len(_RETRY_BACKOFF_S) - 1)]
-                    attempt += 1
-                    self._wake.wait_for(lambda: self._stopping, timeout=delay)
-            else:
-                if attempt:
-                    self._set_failing(False)
-                attempt = 0
+
+    def _step(self) -> bool:
+        """Scan, then insert one group or wait; True once stopped and drained."""
+        with self._lock:
+            requested_before_scan = self._drain_requested
+        self._scan()
+        with self._lock:
+            drain = self._stopping or self._drain_requested > self._drained
+            taken = self._take_locked(self._clock(), drain=drain)
+            if taken is None:
+                if drain:
+                    # Everything the scan found is in ClickHouse, and the scan began after every
+                    # request up to `requested_before_scan`.
+                    self._drained = requested_before_scan
+                    self._idle.notify_all()
+                    if self._stopping and self._drained >= self._drain_requested:
+                        return True
+                if self._drained >= self._drain_requested:  # else a request came during the scan
+                    self._wake.wait(self._next_wait_locked())
+                return False
+        name, token, group = taken
+        log = self._logs[name]
+        if token is None:
+            # Recorded before the attempt, so every retry, even after a restart, uses this token.
+            token = log.begin_insert(group)
+        try:
+            self._insert(log, group, token)
+        except (PermanentError, ValueError, pa.ArrowInvalid, OSError) as exc:
+            # These rows can never be inserted as they are; retrying would block every later
+            # segment. Keep them aside for inspection and go on.
+            log.quarantine([s.name for s in group], f"cannot be inserted: {exc!r}")
+            log.commit_insert(group)  # the segments are in quarantine; this removes the manifest
+        except StoreUnavailable:
+            self._set_failing(True)
+            with self._lock:
+                # Back in front, in order: the log keeps the rows; try again after a pause.
+                self._replay.insert(0, (name, token, group))
+                if self._stopping:
+                    logger.warning("ClickHouse unavailable at shutdown; its rows stay in the write-ahead log")
+                    self._drained = self._drain_requested
+                    self._idle.notify_all()
+                    return True
+                delay = _RETRY_BACKOFF_S[min(self._attempt, len(_RETRY_BACKOFF_S) - 1)]
+                self._attempt += 1
+                self._wake.wait_for(lambda: self._stopping, timeout=delay)
+        else:
+            if self._attempt:
+                self._set_failing(False)
+            self._attempt = 0
+        return False
 
     def _insert(self, log: WriteAheadLog, group: list[Segment], token: str) -> None:
         rows = self.writer.insert_files(group[0].table, log.directory, [s.name for s in group], dedup_token=token)

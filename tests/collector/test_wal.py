@@ -152,3 +152,66 @@ def test_segment_names_sort_in_sequence_order() -> None:
     names = [Segment(seq, "spans", 1, 1).name for seq in (10, 9, 100)]
     assert sorted(names) == [Segment(s, "spans", 1, 1).name for s in (9, 10, 100)]
     assert names[0] == "00000000000000000010.spans.arrow"
+
+
+def test_a_damaged_segment_is_set_aside_and_the_rest_is_inserted(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    log_dir = tmp_path / "collector-0"
+    wal = WriteAheadLog(log_dir)
+    wal.open()
+    wal.append(span_rows(3))
+    (log_dir / "00000000000000000001.spans.arrow").write_bytes(b"not arrow at all")
+    wal.open()  # numbering continues after the damaged file's number
+    wal.append(span_rows(4))
+
+    inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01))
+    inserter.start()
+    assert inserter.wait_idle(30)
+    inserter.shutdown()
+    assert counts(chdb_client, database) == (7, 7)
+    assert [p.name for p in (tmp_path / "quarantine" / "collector-0").iterdir()] == ["00000000000000000001.spans.arrow"]
+    assert list(log_dir.iterdir()) == []
+
+
+def test_rows_for_an_unknown_table_are_set_aside_without_stopping_the_inserter(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    wal = WriteAheadLog(tmp_path / "collector-0")
+    wal.open()
+    stray = wal.append(RowBatch("nonexistent", span_rows(2).rows))
+    wal.append(span_rows(5))
+
+    inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01))
+    inserter.start()
+    assert inserter.wait_idle(30)
+    assert inserter.failing is False
+    inserter.shutdown()
+    assert counts(chdb_client, database) == (5, 5)
+    assert [p.name for p in (tmp_path / "quarantine" / "collector-0").iterdir()] == [stray.name]
+
+
+class FlakyScanInserter(Inserter):
+    """An inserter whose first scan of the logs fails, as a transient filesystem error would."""
+
+    scans = 0
+
+    def _scan(self) -> None:
+        self.scans += 1
+        if self.scans == 1:
+            raise PermissionError("transient: cannot list the log directory")
+        super()._scan()
+
+
+def test_an_unexpected_error_in_the_inserter_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = WriteAheadLog(tmp_path / "collector-0")
+    wal.open()
+    wal.append(span_rows(6))
+    inserter = FlakyScanInserter(store, tmp_path, InserterConfig(insert_interval=0.01))
+    inserter.start()
+    assert inserter.wait_idle(30)
+    inserter.shutdown()
+    assert counts(chdb_client, database) == (6, 6)
+    assert "the inserter failed; retrying in 1 s" in caplog.text
