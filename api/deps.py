@@ -10,7 +10,7 @@ from fastapi import HTTPException, Request
 from vigil.settings import parse_duration
 from vigil.store.read import StoreReader
 
-__all__ = ["TimeWindow", "get_reader", "invalid_parameter", "time_window"]
+__all__ = ["TimeWindow", "get_reader", "invalid_parameter", "parse_since", "time_window"]
 
 # The longest window a query may ask for; longer scans belong to a batch job, not a page.
 MAX_WINDOW_S = 90 * 86400
@@ -44,12 +44,18 @@ class TimeWindow:
         self.end_s = end_s
 
 
-def time_window(since: str = "15m") -> TimeWindow:
+def parse_since(since: str) -> float:
+    """Seconds in a `since` query parameter, or a 422 naming it."""
     try:
         seconds = parse_duration(since)
     except ValueError:
         raise invalid_parameter("since", since, "a duration such as 15m, 1h or 7d") from None
     if not 0 < seconds <= MAX_WINDOW_S:
         raise invalid_parameter("since", since, "a duration between 1s and 90d")
+    return seconds
+
+
+def time_window(since: str = "15m") -> TimeWindow:
+    seconds = parse_since(since)
     now = time.time()
     return TimeWindow(now - seconds, now)

@@ -8,8 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from vigil.api.deps import MAX_WINDOW_S, get_reader, invalid_parameter
-from vigil.settings import parse_duration
+from vigil.api.deps import get_reader, invalid_parameter, parse_since
 from vigil.store.read import LogRecord, StoreReader
 
 router = APIRouter(prefix="/api/v1", tags=["logs"])
@@ -45,15 +44,7 @@ def search_logs(
     alone searches all retained logs, so a trace's logs are found however old it is."""
     if trace_id is not None and not _TRACE_ID.match(trace_id):
         raise invalid_parameter("trace_id", trace_id, "32 hexadecimal characters")
-    window_s: float | None = None
-    if since is not None or trace_id is None:
-        text = since or _DEFAULT_SINCE
-        try:
-            window_s = parse_duration(text)
-        except ValueError:
-            raise invalid_parameter("since", text, "a duration such as 15m, 1h or 7d") from None
-        if not 0 < window_s <= MAX_WINDOW_S:
-            raise invalid_parameter("since", text, "a duration between 1s and 90d")
+    window_s = parse_since(since or _DEFAULT_SINCE) if since is not None or trace_id is None else None
     now = time.time()
     return reader.logs(
         start_s=now - window_s if window_s is not None else None,

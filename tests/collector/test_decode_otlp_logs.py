@@ -9,56 +9,30 @@ import math
 import re
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from tests.collector.otlp_values import SPAN, TRACE, kvs, ts, val
 from vigil.collector.decode.otlp_logs import decode_logs_json, decode_logs_protobuf
 from vigil.errors import DecodeError
 from vigil.store.schema import LOGS_ARROW_SCHEMA
 from vigil.types import DecodeResult
 
 T0 = 1_700_000_000_000_000_000
-TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
-SPAN = bytes.fromhex("eee19b7ec3c1b174")
 
 
 # ---- building requests and expected rows -------------------------------------------------------
-
-
-def val(v: object) -> AnyValue:
-    """An AnyValue from a plain Python value; None is an AnyValue with nothing set."""
-    if v is None:
-        return AnyValue()
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, bytes):
-        return AnyValue(bytes_value=v)
-    if isinstance(v, list):
-        return AnyValue(array_value=ArrayValue(values=[val(x) for x in v]))
-    if isinstance(v, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=kvs(v)))
-    assert isinstance(v, str)
-    return AnyValue(string_value=v)
-
-
-def kvs(attrs: dict[str, object] | list[tuple[str, object]]) -> list[KeyValue]:
-    items = attrs.items() if isinstance(attrs, dict) else attrs
-    return [KeyValue(key=k, value=val(v)) for k, v in items]
 
 
 def record(**fields: Any) -> LogRecord:
@@ -80,11 +54,6 @@ def request(
     sl.scope.name, sl.scope.version = scope
     sl.log_records.extend(records)
     return req
-
-
-def ts(ns: int) -> object:
-    """A timestamp as to_pylist gives it back."""
-    return pa.scalar(ns, pa.timestamp("ns", tz="UTC")).as_py()
 
 
 def row(**columns: object) -> dict[str, object]:
@@ -382,7 +351,6 @@ def test_an_empty_request_gives_no_rows_and_the_schema(body: bytes) -> None:
     assert (rows(result), result.rejected, result.error_message) == ([], 0, "")
 
 
-@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated:DeprecationWarning")
 def test_logs_from_the_real_sdk_decode_to_their_rows() -> None:
     exporter = InMemoryLogRecordExporter()
     provider = LoggerProvider(resource=Resource.create({"service.name": "shop", "service.version": "3"}))

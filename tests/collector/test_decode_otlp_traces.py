@@ -8,7 +8,6 @@ import math
 import re
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from google.protobuf import json_format
 from google.protobuf.internal import api_implementation
@@ -16,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,43 +23,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
+from tests.collector.otlp_values import SPAN, TRACE, kvs, ts, val
 from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 from vigil.errors import DecodeError
 from vigil.store.schema import SPANS_ARROW_SCHEMA
 from vigil.types import DecodeResult
 
 T0 = 1_700_000_000_000_000_000
-TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
-SPAN = bytes.fromhex("eee19b7ec3c1b174")
 PARENT = bytes.fromhex("eee19b7ec3c1b173")
 
 
 # ---- building requests and expected rows -------------------------------------------------------
-
-
-def val(v: object) -> AnyValue:
-    """An AnyValue from a plain Python value; None is an AnyValue with nothing set."""
-    if v is None:
-        return AnyValue()
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    if isinstance(v, float):
-        return AnyValue(double_value=v)
-    if isinstance(v, bytes):
-        return AnyValue(bytes_value=v)
-    if isinstance(v, list):
-        return AnyValue(array_value=ArrayValue(values=[val(x) for x in v]))
-    if isinstance(v, dict):
-        return AnyValue(kvlist_value=KeyValueList(values=kvs(v)))
-    assert isinstance(v, str)
-    return AnyValue(string_value=v)
-
-
-def kvs(attrs: dict[str, object] | list[tuple[str, object]]) -> list[KeyValue]:
-    items = attrs.items() if isinstance(attrs, dict) else attrs
-    return [KeyValue(key=k, value=val(v)) for k, v in items]
 
 
 def span(**fields: Any) -> Span:
@@ -84,11 +57,6 @@ def request(*spans: Span, resource: dict[str, object] | None = None, scope: tupl
     ss.scope.name, ss.scope.version = scope
     ss.spans.extend(spans)
     return req
-
-
-def ts(ns: int) -> object:
-    """A timestamp as to_pylist gives it back."""
-    return pa.scalar(ns, pa.timestamp("ns", tz="UTC")).as_py()
 
 
 def row(**columns: object) -> dict[str, object]:
