@@ -1,4 +1,4 @@
-"""The two seams every collector stage meets at."""
+"""The seam every collector stage meets at."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from vigil.types import RowBatch
 
-__all__ = ["Component", "RowsConsumer"]
+__all__ = ["RowsConsumer"]
 
 
 @runtime_checkable
@@ -19,15 +19,3 @@ class RowsConsumer(Protocol):
     """
 
     def consume(self, batch: RowBatch) -> None: ...
-
-
-@runtime_checkable
-class Component(Protocol):
-    """A long-lived part: `start` opens it, `shutdown` flushes and closes it.
-
-    `shutdown` is idempotent and safe before `start`.
-    """
-
-    def start(self) -> None: ...
-
-    def shutdown(self) -> None: ...

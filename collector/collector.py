@@ -27,7 +27,7 @@ from vigil.collector.otlp_http import create_otlp_http_app
 from vigil.collector.wal import WalCapacity, WriteAheadLog
 from vigil.collector.writer import WalWriter
 
-__all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "bind_reuseport"]
+__all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "bind_tcp"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +58,15 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def bind_reuseport(host: str, port: int, *, listen: bool) -> socket.socket:
-    """A TCP socket on (host, port) that other collectors may bind too (SO_REUSEPORT).
+def bind_tcp(host: str, port: int, *, listen: bool, reuseport: bool = True) -> socket.socket:
+    """A TCP socket bound to (host, port); with `reuseport`, other collectors may bind it too.
 
     Bound without listening, it reserves a port (resolving port 0) without taking connections.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -103,7 +104,7 @@ class Collector:
         ingest = OtlpIngest(self._decode_pool, self._batcher)
         self._grpc = OtlpGrpcReceiver(ingest, f"{config.host}:{config.otlp_grpc_port}", config.max_grpc_message_bytes)
         await self._grpc.start()
-        sock = bind_reuseport(config.host, config.otlp_http_port, listen=True)
+        sock = bind_tcp(config.host, config.otlp_http_port, listen=True)
         app: Starlette = create_otlp_http_app(ingest, config.max_request_bytes)
         self._http = EmbeddedServer(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75)

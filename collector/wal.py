@@ -76,7 +76,7 @@ class WriteAheadLog:
     """Append-only segment files in `directory`; `fsync=False` trades crash safety for speed.
 
     One process appends to a directory (`open`, `append`); the inserter reads and deletes
-    (`recover`, `segments`, `begin_insert`, `commit_insert`), possibly from another process.
+    (`segments`, `pending_groups`, `begin_insert`, `commit_insert`), possibly from another process.
     """
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
@@ -88,12 +88,15 @@ class WriteAheadLog:
     def open(self) -> None:
         """Prepare to append: numbering continues after the newest segment on disk."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for leftover in self.directory.glob("*.tmp"):
-            # Never renamed into place, so never acknowledged: safe to drop.
-            leftover.unlink()
-        existing = self.segments()
+        self.discard_unacknowledged()
+        numbers = [int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT.match(p.name))]
         with self._lock:
-            self._next_seq = existing[-1].seq + 1 if existing else 0
+            self._next_seq = max(numbers, default=-1) + 1
+
+    def discard_unacknowledged(self) -> None:
+        """Delete segments never renamed into place: they were never acknowledged."""
+        for leftover in self.directory.glob("*.tmp"):
+            leftover.unlink()
 
     def segments(self, after: int = -1) -> list[Segment]:
         """Segments on disk with a sequence number above `after`, oldest first."""

@@ -97,8 +97,7 @@ class Inserter:
         replayed = 0
         for directory in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(LOG_PREFIX)):
             log = self._log(directory.name)
-            for leftover in directory.glob("*.tmp"):
-                leftover.unlink()  # never renamed into place, so never acknowledged
+            log.discard_unacknowledged()
             segments = log.segments()
             groups = log.pending_groups(segments)
             grouped = {s.seq for _, group in groups for s in group}
@@ -277,7 +276,8 @@ class Inserter:
         return False
 
     def _insert(self, log: WriteAheadLog, group: list[Segment], token: str) -> None:
-        rows = self.writer.insert_files(group[0].table, log.directory, [s.name for s in group], dedup_token=token)
+        rows = sum(s.rows for s in group)
+        self.writer.insert_files(group[0].table, log.directory, [s.name for s in group], rows=rows, dedup_token=token)
         log.commit_insert(group)
         with self._lock:
             self._inserted_rows += rows

@@ -29,7 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from vigil.api.app import create_app
-from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_reuseport
+from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
 from vigil.collector.process import CollectorProcesses
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import views
@@ -77,23 +77,9 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _socket(host: str, port: int, variable: str, *, listen: bool, reuseport: bool) -> socket.socket:
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; is another Vigil running?") from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-def _reserve(host: str, port: int, variable: str) -> socket.socket:
-    try:
-        return bind_reuseport(host, port, listen=False)
+        return bind_tcp(host, port, listen=listen, reuseport=reuseport)
     except OSError as exc:
         raise ConfigError(f"{variable}: {exc.strerror}") from None
 
@@ -142,10 +128,11 @@ class Vigil:
 
         host = settings.bind
         # Reserved (bound, not listening) so port 0 resolves once and collectors share the port.
-        grpc_socket = _reserve(host, settings.otlp_grpc_port, "VIGIL_OTLP_GRPC_PORT")
-        http_socket = _reserve(host, settings.otlp_http_port, "VIGIL_OTLP_HTTP_PORT")
+        grpc_socket = _socket(host, settings.otlp_grpc_port, "VIGIL_OTLP_GRPC_PORT", listen=False, reuseport=True)
+        http_socket = _socket(host, settings.otlp_http_port, "VIGIL_OTLP_HTTP_PORT", listen=False, reuseport=True)
         self._reserved = [grpc_socket, http_socket]
-        web_socket = _bind(host, settings.http_port)
+        # Not shared: a second server on the web port is a mistake to report, not to balance.
+        web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
         configs = [
             CollectorConfig(
                 host=host,

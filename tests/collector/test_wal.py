@@ -89,7 +89,7 @@ def test_a_group_inserted_just_before_a_crash_is_not_counted_twice(
     group = [wal.append(span_rows(5)), wal.append(span_rows(7))]
     later = wal.append(span_rows(2))  # acknowledged after the group was formed, not yet inserted
     token = wal.begin_insert(group)
-    store.insert_files("spans", log_dir, [s.name for s in group], dedup_token=token)
+    store.insert_files("spans", log_dir, [s.name for s in group], rows=12, dedup_token=token)
     # The process dies here: ClickHouse has the group, the log still has its segments and manifest.
 
     inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01))

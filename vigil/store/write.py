@@ -52,11 +52,11 @@ class StoreWriter:
             logger.exception("insert of %d rows into %s failed", rows.num_rows, table)
             raise StoreUnavailable(f"ClickHouse did not accept {rows.num_rows} rows for {table}: {exc}") from exc
 
-    def insert_files(self, table: str, directory: Path, names: list[str], *, dedup_token: str) -> int:
-        """Insert Arrow IPC stream files (one table's rows each) as one deduplicated insert.
+    def insert_files(self, table: str, directory: Path, names: list[str], *, rows: int, dedup_token: str) -> None:
+        """Insert Arrow IPC stream files (one table's rows each, `rows` in all) as one deduplicated insert.
 
         Embedded ClickHouse reads the files in place (``FROM INFILE`` with a glob); a server is
-        sent their rows. Returns the number of rows inserted.
+        sent their rows.
         """
         if table not in _SIGNAL_TABLES:
             raise ValueError(f"{table!r} is not a signal table; expected one of {sorted(_SIGNAL_TABLES)}")
@@ -66,26 +66,20 @@ class StoreWriter:
             for path in paths:
                 with ipc.open_stream(pa.memory_map(str(path))) as reader:
                     tables.append(reader.read_all())
-            rows = pa.concat_tables(tables)
-            self.insert(table, rows, dedup_token=dedup_token)
-            return int(rows.num_rows)
+            self.insert(table, pa.concat_tables(tables), dedup_token=dedup_token)
+            return
         pattern = f"{directory}/{{{','.join(names)}}}" if len(names) > 1 else str(paths[0])
         statement = (
             f"INSERT INTO {self.database}.{table} FROM INFILE {_sql_string(pattern)} "
             f"SETTINGS insert_deduplication_token = {_sql_string(dedup_token)}, "
             "deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT ArrowStream"
         )
-        rows_total = 0
-        for path in paths:
-            with ipc.open_stream(pa.memory_map(str(path))) as reader:
-                rows_total += sum(batch.num_rows for batch in reader)
         try:
             with self._lock:
                 self.client.command(statement)
         except Exception as exc:
             logger.exception("insert of %d files into %s failed", len(paths), table)
-            raise StoreUnavailable(f"ClickHouse did not accept {rows_total} rows for {table}: {exc}") from exc
-        return rows_total
+            raise StoreUnavailable(f"ClickHouse did not accept {rows} rows for {table}: {exc}") from exc
 
 
 def _sql_string(value: str) -> str:
