@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -149,32 +149,45 @@ class Batcher:
 
         Raises `Backpressure` at once when the queue cannot take the rows.
         """
-        future: Future[None] = Future()
-        if batch.num_rows == 0:
-            future.set_result(None)
-            return future
+        return self.submit_all((batch,))[0]
+
+    def submit_all(self, batches: Sequence[RowBatch]) -> list[Future[None]]:
+        """Queue all of `batches` or none of them (one request's rows for several tables).
+
+        A refusal leaves nothing queued, so the client's retry cannot write any row twice.
+        """
+        futures: list[Future[None]] = [Future() for _ in batches]
+        rows = sum(batch.num_rows for batch in batches)
         with self._lock:
-            if self._stopping:
+            if self._stopping and rows:
                 raise Backpressure("the collector is shutting down; retry against another instance", 1.0)
-            if self._queued_rows_locked() + batch.num_rows > self.config.max_queue_rows:
-                self._stats.refused_rows += batch.num_rows
-                self._refused_counter.add(batch.num_rows, {"table": batch.table})
+            if rows and self._queued_rows_locked() + rows > self.config.max_queue_rows:
+                self._stats.refused_rows += rows
+                for batch in batches:
+                    self._refused_counter.add(batch.num_rows, {"table": batch.table})
                 raise Backpressure(
                     f"the write queue is full ({self.config.max_queue_rows} rows); retry after a second",
                     1.0,
                 )
-            pending = self._pending.setdefault(batch.table, _Pending())
-            if not pending.batches:
-                pending.oldest = self._clock()
-            pending.batches.append(batch)
-            pending.futures.append(future)
-            pending.rows += batch.num_rows
-            if pending.rows >= self.config.max_batch_rows:
-                self._wake.notify()
-            elif len(self._pending) == 1 and len(pending.batches) == 1:
-                # The flusher may be asleep without a deadline; give it one.
-                self._wake.notify()
-        return future
+            for batch, future in zip(batches, futures, strict=True):
+                if batch.num_rows == 0:
+                    future.set_result(None)
+                else:
+                    self._enqueue_locked(batch, future)
+        return futures
+
+    def _enqueue_locked(self, batch: RowBatch, future: Future[None]) -> None:
+        pending = self._pending.setdefault(batch.table, _Pending())
+        if not pending.batches:
+            pending.oldest = self._clock()
+        pending.batches.append(batch)
+        pending.futures.append(future)
+        pending.rows += batch.num_rows
+        if pending.rows >= self.config.max_batch_rows:
+            self._wake.notify()
+        elif len(self._pending) == 1 and len(pending.batches) == 1:
+            # The flusher may be asleep without a deadline; give it one.
+            self._wake.notify()
 
     def consume(self, batch: RowBatch) -> None:
         """`RowsConsumer.consume`: queue and wait for the write."""

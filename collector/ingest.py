@@ -61,10 +61,11 @@ class OtlpIngest:
         self, signal: Signal, transport: str, body: bytes, content_type: str, content_encoding: str | None
     ) -> DecodeResult:
         result = await self.decode_pool.decode(signal, body, content_type, content_encoding)
-        if result.batch.num_rows:
-            await asyncio.wrap_future(self.next_consumer.submit(result.batch))
+        # Queue every table's rows before waiting, so they share the next group commit.
+        for write in self.next_consumer.submit_all(result.batches):
+            await asyncio.wrap_future(write)
         attributes = {"signal": signal, "transport": transport}
-        self._accepted.add(result.batch.num_rows, attributes)
+        self._accepted.add(result.num_rows, attributes)
         if result.rejected:
             # OTel's Python exporters ignore partial_success, so the count must be visible here.
             self._rejected.add(result.rejected, attributes)

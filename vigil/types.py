@@ -25,9 +25,14 @@ class RowBatch:
 class DecodeResult:
     """What a decoder made of one request: the good rows, and how many items it rejected and why.
 
+    `batches` holds one `RowBatch` per table the request fills (metrics span several tables).
     `rejected` and `error_message` become OTLP ``partial_success``; the good rows are kept.
     """
 
-    batch: RowBatch
+    batches: tuple[RowBatch, ...]
     rejected: int = 0
     error_message: str = ""
+
+    @property
+    def num_rows(self) -> int:
+        return sum(batch.num_rows for batch in self.batches)

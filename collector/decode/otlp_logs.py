@@ -167,11 +167,11 @@ def _assemble(s: _Logs) -> DecodeResult:
     ]
     table = pa.Table.from_arrays(columns, schema=LOGS_ARROW_SCHEMA)
     if not bad:
-        return DecodeResult(RowBatch("logs", table))
+        return DecodeResult((RowBatch("logs", table),))
     rejected = set(bad)
     table = table.filter(pa.array([i not in rejected for i in range(n)]))
     message = rejections(_ITEMS, s.json, n, bad, s.scopes, s.problems, lambda i: _record_problems(s, i))
-    return DecodeResult(RowBatch("logs", table), rejected=len(bad), error_message=message)
+    return DecodeResult((RowBatch("logs", table),), rejected=len(bad), error_message=message)
 
 
 # ---- protobuf --------------------------------------------------------------------------------

@@ -205,10 +205,10 @@ def _assemble(s: _Spans) -> DecodeResult:
     ]
     table = pa.Table.from_arrays(columns, schema=SPANS_ARROW_SCHEMA)
     if not bad:
-        return DecodeResult(RowBatch("spans", table))
+        return DecodeResult((RowBatch("spans", table),))
     rejected = set(bad)
     table = table.filter(pa.array([i not in rejected for i in range(n)]))
-    return DecodeResult(RowBatch("spans", table), rejected=len(bad), error_message=_rejections(s, bad))
+    return DecodeResult((RowBatch("spans", table),), rejected=len(bad), error_message=_rejections(s, bad))
 
 
 # ---- protobuf --------------------------------------------------------------------------------

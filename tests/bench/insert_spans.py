@@ -44,7 +44,7 @@ def main() -> None:
     client = open_client(f"chdb://{tempfile.mkdtemp(prefix='vigil-insert-bench-')}")
     rng = random.Random(1)
     requests = max(args.rows // SPANS_PER_REQUEST, 1)
-    rows = pa.concat_tables([decode_traces_protobuf(build_request(rng)).batch.rows for _ in range(requests)])
+    rows = pa.concat_tables([decode_traces_protobuf(build_request(rng)).batches[0].rows for _ in range(requests)])
     client.command("CREATE DATABASE IF NOT EXISTS bench")
     vigil_ddl = create_table_statements(SPANS, DdlContext(database="bench"))[0]
     with_map_indexes = vigil_ddl.replace(

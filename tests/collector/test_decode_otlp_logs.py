@@ -83,9 +83,9 @@ def row(**columns: object) -> dict[str, object]:
 
 
 def rows(result: DecodeResult) -> list[dict[str, object]]:
-    assert result.batch.table == "logs"
-    assert result.batch.rows.schema.equals(LOGS_ARROW_SCHEMA)
-    return result.batch.rows.to_pylist()  # type: ignore[no-any-return]
+    assert result.batches[0].table == "logs"
+    assert result.batches[0].rows.schema.equals(LOGS_ARROW_SCHEMA)
+    return result.batches[0].rows.to_pylist()  # type: ignore[no-any-return]
 
 
 def otlp_json(

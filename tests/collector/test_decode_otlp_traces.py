@@ -95,9 +95,9 @@ def row(**columns: object) -> dict[str, object]:
 
 
 def rows(result: DecodeResult) -> list[dict[str, object]]:
-    assert result.batch.table == "spans"
-    assert result.batch.rows.schema.equals(SPANS_ARROW_SCHEMA)
-    return result.batch.rows.to_pylist()  # type: ignore[no-any-return]
+    assert result.batches[0].table == "spans"
+    assert result.batches[0].rows.schema.equals(SPANS_ARROW_SCHEMA)
+    return result.batches[0].rows.to_pylist()  # type: ignore[no-any-return]
 
 
 def attribute_field(raw_kv: bytes) -> bytes:

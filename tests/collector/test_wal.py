@@ -24,7 +24,7 @@ def span_rows(n: int) -> RowBatch:
     spans = [
         {"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start, "end": start + 10} for _ in range(n)
     ]
-    return decode_traces_protobuf(raw_request(spans).SerializeToString()).batch
+    return decode_traces_protobuf(raw_request(spans).SerializeToString()).batches[0]
 
 
 def counts(client: Client, database: str) -> tuple[int, int]:

@@ -30,6 +30,9 @@ import pyarrow as pa
 __all__ = [
     "LOGS",
     "LOGS_ARROW_SCHEMA",
+    "METRICS_CATALOG",
+    "METRIC_ARROW_SCHEMAS",
+    "METRIC_TABLES",
     "MIGRATIONS",
     "SPANS",
     "SPANS_ARROW_SCHEMA",
@@ -102,6 +105,94 @@ LOGS_ARROW_SCHEMA = pa.schema(
         ("LogAttributeTypes", _attr_map),
     ]
 )
+
+# Metrics: one table per OTLP point type, as the exporter has (``otel_metrics_gauge`` ...).
+# Every point type shares the identity columns; the point's own columns follow. Histogram
+# `Sum`, `Min` and `Max` are optional in OTLP and stay null when absent. `AggregationTemporality`
+# is OTLP's enum (1 delta, 2 cumulative); summaries carry it too, because StatsD timer
+# aggregates are per-flush (delta) while OTLP summaries are cumulative.
+_METRIC_IDENTITY = [
+    ("ServiceName", pa.string()),
+    ("ServiceVersion", pa.string()),
+    ("ResourceAttributes", _attr_map),
+    ("ResourceAttributeTypes", _attr_map),
+    ("ScopeName", pa.string()),
+    ("ScopeVersion", pa.string()),
+    ("MetricName", pa.string()),
+    ("MetricDescription", pa.string()),
+    ("MetricUnit", pa.string()),
+    ("Attributes", _attr_map),
+    ("AttributeTypes", _attr_map),
+    ("StartTimeUnix", pa.timestamp("ns", tz="UTC")),
+    ("TimeUnix", pa.timestamp("ns", tz="UTC")),
+    ("Flags", pa.uint32()),
+]
+_EXEMPLARS = [
+    ("Exemplars.FilteredAttributes", pa.list_(_attr_map)),
+    ("Exemplars.FilteredAttributeTypes", pa.list_(_attr_map)),
+    ("Exemplars.TimeUnix", pa.list_(pa.timestamp("ns", tz="UTC"))),
+    ("Exemplars.Value", pa.list_(pa.float64())),
+    ("Exemplars.SpanId", pa.list_(pa.string())),
+    ("Exemplars.TraceId", pa.list_(pa.string())),
+]
+_TEMPORALITY = ("AggregationTemporality", pa.int32())
+
+METRIC_ARROW_SCHEMAS: dict[str, pa.Schema] = {
+    "metrics_gauge": pa.schema([*_METRIC_IDENTITY, ("Value", pa.float64()), *_EXEMPLARS]),
+    "metrics_sum": pa.schema(
+        [*_METRIC_IDENTITY, ("Value", pa.float64()), _TEMPORALITY, ("IsMonotonic", pa.bool_()), *_EXEMPLARS]
+    ),
+    "metrics_histogram": pa.schema(
+        [
+            *_METRIC_IDENTITY,
+            ("Count", pa.uint64()),
+            ("Sum", pa.float64()),
+            ("BucketCounts", pa.list_(pa.uint64())),
+            ("ExplicitBounds", pa.list_(pa.float64())),
+            ("Min", pa.float64()),
+            ("Max", pa.float64()),
+            _TEMPORALITY,
+            *_EXEMPLARS,
+        ]
+    ),
+    "metrics_exp_histogram": pa.schema(
+        [
+            *_METRIC_IDENTITY,
+            ("Count", pa.uint64()),
+            ("Sum", pa.float64()),
+            ("Scale", pa.int32()),
+            ("ZeroCount", pa.uint64()),
+            ("ZeroThreshold", pa.float64()),
+            ("PositiveOffset", pa.int32()),
+            ("PositiveBucketCounts", pa.list_(pa.uint64())),
+            ("NegativeOffset", pa.int32()),
+            ("NegativeBucketCounts", pa.list_(pa.uint64())),
+            ("Min", pa.float64()),
+            ("Max", pa.float64()),
+            _TEMPORALITY,
+            *_EXEMPLARS,
+        ]
+    ),
+    "metrics_summary": pa.schema(
+        [
+            *_METRIC_IDENTITY,
+            ("Count", pa.uint64()),
+            ("Sum", pa.float64()),
+            ("ValueAtQuantiles.Quantile", pa.list_(pa.float64())),
+            ("ValueAtQuantiles.Value", pa.list_(pa.float64())),
+            _TEMPORALITY,
+        ]
+    ),
+}
+
+# The metric type each table holds, as the API names it.
+METRIC_TABLES: dict[str, str] = {
+    "gauge": "metrics_gauge",
+    "sum": "metrics_sum",
+    "histogram": "metrics_histogram",
+    "exponential_histogram": "metrics_exp_histogram",
+    "summary": "metrics_summary",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +407,134 @@ LOGS = Table(
     settings="index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000",
 )
 
+
+def _metrics_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(TimeUnix) + toIntervalDay({ctx.metrics_retention_days})"
+
+
+_METRIC_IDENTITY_COLUMNS = f"""
+    ServiceName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    ResourceAttributes {_STRING_MAP},
+    ResourceAttributeTypes {_TYPE_MAP},
+    ScopeName String,
+    ScopeVersion String,
+    MetricName LowCardinality(String),
+    MetricDescription String,
+    MetricUnit LowCardinality(String),
+    Attributes {_STRING_MAP},
+    AttributeTypes {_TYPE_MAP},
+    StartTimeUnix DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    TimeUnix DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    Flags UInt32,"""
+_EXEMPLAR_COLUMNS = f"""
+    Exemplars Nested (
+        FilteredAttributes {_STRING_MAP},
+        FilteredAttributeTypes {_TYPE_MAP},
+        TimeUnix DateTime64(9, 'UTC'),
+        Value Float64,
+        SpanId String,
+        TraceId String
+    )"""
+_METRIC_POINT_COLUMNS = {
+    "metrics_gauge": f"""
+    Value Float64,{_EXEMPLAR_COLUMNS}""",
+    "metrics_sum": f"""
+    Value Float64,
+    AggregationTemporality Int32,
+    IsMonotonic Bool,{_EXEMPLAR_COLUMNS}""",
+    "metrics_histogram": f"""
+    Count UInt64,
+    Sum Nullable(Float64),
+    BucketCounts Array(UInt64),
+    ExplicitBounds Array(Float64),
+    Min Nullable(Float64),
+    Max Nullable(Float64),
+    AggregationTemporality Int32,{_EXEMPLAR_COLUMNS}""",
+    "metrics_exp_histogram": f"""
+    Count UInt64,
+    Sum Nullable(Float64),
+    Scale Int32,
+    ZeroCount UInt64,
+    ZeroThreshold Float64,
+    PositiveOffset Int32,
+    PositiveBucketCounts Array(UInt64),
+    NegativeOffset Int32,
+    NegativeBucketCounts Array(UInt64),
+    Min Nullable(Float64),
+    Max Nullable(Float64),
+    AggregationTemporality Int32,{_EXEMPLAR_COLUMNS}""",
+    "metrics_summary": """
+    Count UInt64,
+    Sum Float64,
+    ValueAtQuantiles Nested (
+        Quantile Float64,
+        Value Float64
+    ),
+    AggregationTemporality Int32""",
+}
+
+
+def _metric_table(name: str) -> Table:
+    return Table(
+        name=name,
+        columns=_METRIC_IDENTITY_COLUMNS + _METRIC_POINT_COLUMNS[name],
+        engine="MergeTree",
+        partition_by="toDate(TimeUnix)",
+        order_by="(ServiceName, MetricName, toDateTime(TimeUnix))",
+        ttl=_metrics_ttl,
+        settings="index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000",
+    )
+
+
+def _catalog_ttl(ctx: DdlContext) -> str:
+    return f"Day + toIntervalDay({ctx.metrics_retention_days})"
+
+
+# What `GET /api/v1/metrics` lists: each metric's type, unit and label keys, per service and
+# day, kept up to date by one view per point table so listing never scans points.
+METRICS_CATALOG = Table(
+    name="metrics_catalog",
+    columns="""
+    Day Date,
+    MetricName LowCardinality(String),
+    MetricType LowCardinality(String),
+    ServiceName LowCardinality(String),
+    MetricUnit SimpleAggregateFunction(anyLast, String),
+    MetricDescription SimpleAggregateFunction(anyLast, String),
+    AttributeKeys SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+    Points SimpleAggregateFunction(sum, UInt64),
+    LastSeen SimpleAggregateFunction(max, DateTime64(9, 'UTC'))""",
+    engine="AggregatingMergeTree",
+    partition_by="toYYYYMM(Day)",
+    order_by="(MetricName, MetricType, ServiceName, Day)",
+    ttl=_catalog_ttl,
+)
+
+
+def _catalog_view(metric_type: str, table: str) -> MaterializedView:
+    return MaterializedView(
+        name=f"{table}_catalog_mv",
+        source=table,
+        target="metrics_catalog",
+        select=f"""
+    SELECT toDate(TimeUnix) AS Day, MetricName, '{metric_type}' AS MetricType, ServiceName,
+           anyLast(MetricUnit) AS MetricUnit,
+           anyLast(MetricDescription) AS MetricDescription,
+           groupUniqArrayArray(mapKeys(Attributes)) AS AttributeKeys,
+           count() AS Points,
+           max(TimeUnix) AS LastSeen
+    FROM {{source}}
+    GROUP BY Day, MetricName, ServiceName""",
+    )
+
+
+_METRIC_OBJECTS: tuple[Table | MaterializedView, ...] = (
+    *(_metric_table(table) for table in METRIC_TABLES.values()),
+    METRICS_CATALOG,
+    *(_catalog_view(metric_type, table) for metric_type, table in METRIC_TABLES.items()),
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -323,6 +542,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (SPANS, SPANS_TRACE_ID_TS, SPANS_TRACE_ID_TS_MV, SPANS_RED_1M, SPANS_RED_1M_MV),
     ),
     Migration(2, "logs", (LOGS,)),
+    Migration(3, "metrics: one table per point type, and the metrics catalog", _METRIC_OBJECTS),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

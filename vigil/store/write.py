@@ -11,13 +11,14 @@ import pyarrow.ipc as ipc
 from clickhouse_connect.driver.client import Client
 
 from vigil.errors import StoreUnavailable
+from vigil.store.schema import METRIC_TABLES
 
 __all__ = ["StoreWriter"]
 
 logger = logging.getLogger(__name__)
 
 # Tables a collector may write; anything else is a programming error, not a retryable one.
-_SIGNAL_TABLES = frozenset({"spans", "logs"})
+_SIGNAL_TABLES = frozenset({"spans", "logs", *METRIC_TABLES.values()})
 
 
 class StoreWriter:
