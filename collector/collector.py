@@ -1,9 +1,10 @@
-"""One collector: OTLP receivers, decoding, batching, and this collector's write-ahead log.
+"""One collector: OTLP (and StatsD) receivers, decoding, batching, and this collector's write-ahead log.
 
 `vigil serve` runs one collector in its own process (`VIGIL_COLLECTOR_PROCESSES=0`) or several
 in child processes (`vigil.collector.process`) that share the OTLP ports with SO_REUSEPORT.
 A collector never talks to ClickHouse: the inserter in the process that owns the store picks
-up its log segments.
+up its log segments. StatsD runs in the first collector only: one aggregator sees every line, so
+a gauge, set or percentile of an interval is one row, not one per process.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +25,8 @@ from vigil.collector.decode_pool import DecodePool
 from vigil.collector.ingest import OtlpIngest
 from vigil.collector.otlp_grpc import OtlpGrpcReceiver
 from vigil.collector.otlp_http import create_otlp_http_app
+from vigil.collector.statsd_aggregate import StatsdConfig
+from vigil.collector.statsd_receiver import StatsdReceiver
 from vigil.collector.wal import WalCapacity, WriteAheadLog
 from vigil.collector.writer import WalWriter
 
@@ -48,6 +51,9 @@ class CollectorConfig:
     max_queue_rows: int
     max_request_bytes: int
     max_grpc_message_bytes: int
+    # StatsD on UDP and TCP; None: not in this collector.
+    statsd_port: int | None = None
+    statsd: StatsdConfig = field(default_factory=StatsdConfig)
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -90,6 +96,12 @@ class Collector:
         self._grpc: OtlpGrpcReceiver | None = None
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._statsd: StatsdReceiver | None = None
+
+    @property
+    def statsd_port(self) -> int:
+        """The StatsD port bound (UDP and TCP), 0 without StatsD."""
+        return self._statsd.udp_port if self._statsd is not None else 0
 
     async def start(self) -> None:
         config = self.config
@@ -114,9 +126,15 @@ class Collector:
             if self._http_task.done():
                 raise RuntimeError("the OTLP/HTTP server failed to start; see the log above")
             await asyncio.sleep(0.01)
+        if config.statsd_port is not None:
+            self._statsd = StatsdReceiver(config.host, config.statsd_port, config.statsd, self._batcher)
+            await self._statsd.start()
 
     async def shutdown(self) -> None:
         """Stop receiving, then write everything acknowledged-to-be into the log. Idempotent."""
+        if self._statsd is not None:
+            await self._statsd.stop()  # its last flush goes to the batcher, still running
+            self._statsd = None
         if self._grpc is not None:
             await self._grpc.shutdown()
             self._grpc = None

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from google.protobuf.message import Message
 from opentelemetry import metrics
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from vigil.collector.batcher import Batcher
@@ -28,19 +30,22 @@ logger = logging.getLogger(__name__)
 _REJECTION_LOG_INTERVAL_S = 10.0
 
 
+# Each signal's response message and the name of its partial_success count.
+_RESPONSES: dict[Signal, tuple[type[Message], str]] = {
+    "traces": (ExportTraceServiceResponse, "rejected_spans"),
+    "logs": (ExportLogsServiceResponse, "rejected_log_records"),
+    "metrics": (ExportMetricsServiceResponse, "rejected_data_points"),
+}
+
+
 def export_response(signal: Signal, result: DecodeResult) -> Message:
     """The Export*ServiceResponse for `result`: empty on full success, else `partial_success`."""
-    if signal == "traces":
-        traces = ExportTraceServiceResponse()
-        if result.rejected or result.error_message:
-            traces.partial_success.rejected_spans = result.rejected
-            traces.partial_success.error_message = result.error_message
-        return traces
-    logs = ExportLogsServiceResponse()
+    message_type, rejected_field = _RESPONSES[signal]
+    response: Any = message_type()  # each type has partial_success; no common base declares it
     if result.rejected or result.error_message:
-        logs.partial_success.rejected_log_records = result.rejected
-        logs.partial_success.error_message = result.error_message
-    return logs
+        setattr(response.partial_success, rejected_field, result.rejected)
+        response.partial_success.error_message = result.error_message
+    return response  # type: ignore[no-any-return]
 
 
 class OtlpIngest:

@@ -1,4 +1,4 @@
-"""OTLP/gRPC receiver: the ``TraceService`` and ``LogsService`` Export methods.
+"""OTLP/gRPC receiver: the ``TraceService``, ``MetricsService`` and ``LogsService`` Export methods.
 
 The method is registered with a pass-through deserializer, so the request arrives as raw
 bytes and is decoded by the decode pool (in worker processes) rather than parsed into
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 _SERVICES: dict[Signal, str] = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
     "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
 }
 
 

@@ -1,4 +1,4 @@
-"""OTLP/HTTP receiver: ``POST /v1/traces`` and ``/v1/logs``, protobuf or JSON, plain or gzip.
+"""OTLP/HTTP receiver: ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, protobuf or JSON, plain or gzip.
 
 Status codes follow the OTLP specification: 200 (with ``partial_success`` when some items
 were rejected), 400 for a body that cannot be decoded, 413 over the size limit, 415 for
@@ -113,5 +113,6 @@ def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlett
         routes=[
             Route("/v1/traces", endpoint("traces"), methods=["POST"]),
             Route("/v1/logs", endpoint("logs"), methods=["POST"]),
+            Route("/v1/metrics", endpoint("metrics"), methods=["POST"]),
         ]
     )

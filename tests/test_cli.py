@@ -32,6 +32,8 @@ def vigil_env(data: Path) -> dict[str, str]:
         VIGIL_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_GRPC_PORT=str(free_port()),
+        VIGIL_STATSD_PORT=str(free_port()),
+        VIGIL_STATSD_FLUSH_INTERVAL="200ms",
         VIGIL_COLLECTOR_PROCESSES="1",
         VIGIL_MAX_BATCH_AGE="20ms",
     )
@@ -171,6 +173,7 @@ def test_a_data_directory_in_use_is_refused_with_the_reason(
     start(env, processes)
     second = {**env, "VIGIL_HTTP_PORT": str(free_port()), "VIGIL_OTLP_HTTP_PORT": str(free_port())}
     second["VIGIL_OTLP_GRPC_PORT"] = str(free_port())
+    second["VIGIL_STATSD_PORT"] = str(free_port())
     result = subprocess.run([*VIGIL, "serve"], env=second, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(

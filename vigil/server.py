@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from vigil.api.app import create_app
 from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
 from vigil.collector.process import CollectorProcesses
+from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import views
 from vigil.errors import ConfigError
@@ -53,6 +54,7 @@ class Ports:
     http: int
     otlp_http: int
     otlp_grpc: int
+    statsd: int = 0  # UDP and TCP; 0 when StatsD is off
 
 
 def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
@@ -82,6 +84,25 @@ def _socket(host: str, port: int, variable: str, *, listen: bool, reuseport: boo
         return bind_tcp(host, port, listen=listen, reuseport=reuseport)
     except OSError as exc:
         raise ConfigError(f"{variable}: {exc.strerror}") from None
+
+
+def _statsd_port(host: str, port: int) -> int:
+    """A StatsD port free on both UDP and TCP (port 0 resolves to one), checked before collectors start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(20):  # port 0: the free UDP port may be taken on TCP; try another
+        with socket.socket(family, socket.SOCK_DGRAM) as udp, socket.socket(family, socket.SOCK_STREAM) as tcp:
+            try:
+                udp.bind((host, port))
+                tcp.bind((host, udp.getsockname()[1]))
+            except OSError as exc:
+                if port == 0:
+                    continue
+                raise ConfigError(
+                    f"VIGIL_STATSD_PORT: cannot listen on {host}:{port} ({exc.strerror}); if another StatsD "
+                    "daemon owns it, choose another port or set VIGIL_STATSD_ENABLED=false"
+                ) from None
+            return int(udp.getsockname()[1])
+    raise ConfigError(f"VIGIL_STATSD_PORT: no port free on both UDP and TCP at {host}")
 
 
 class Vigil:
@@ -133,6 +154,13 @@ class Vigil:
         self._reserved = [grpc_socket, http_socket]
         # Not shared: a second server on the web port is a mistake to report, not to balance.
         web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
+        statsd_port = _statsd_port(host, settings.statsd_port) if settings.statsd_enabled else None
+        statsd = StatsdConfig(
+            flush_interval=settings.statsd_flush_interval,
+            percentiles=settings.statsd_percentile_values,
+            service_segments=settings.statsd_service_segments,
+            default_service=settings.statsd_default_service,
+        )
         configs = [
             CollectorConfig(
                 host=host,
@@ -147,6 +175,8 @@ class Vigil:
                 max_queue_rows=settings.max_queue_rows,
                 max_request_bytes=settings.max_request_bytes,
                 max_grpc_message_bytes=settings.max_grpc_message_bytes,
+                statsd_port=statsd_port if index == 0 else None,
+                statsd=statsd,
             )
             for index in range(max(resolve_processes(settings.collector_processes), 1))
         ]
@@ -168,11 +198,13 @@ class Vigil:
             http=web_socket.getsockname()[1],
             otlp_http=configs[0].otlp_http_port,
             otlp_grpc=configs[0].otlp_grpc_port,
+            statsd=statsd_port or 0,
         )
         logger.info(
-            "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  store %s (database %s), "
-            "%d collector process(es)",
+            "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  StatsD %s  "
+            "store %s (database %s), %d collector process(es)",
             host, self.ports.http, host, self.ports.otlp_grpc, host, self.ports.otlp_http,
+            f"{host}:{self.ports.statsd} (UDP, TCP)" if self.ports.statsd else "off",
             settings.clickhouse_url, database, len(configs) if self._processes else 0,
         )  # fmt: skip
         return self.ports

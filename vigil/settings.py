@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     otlp_grpc_port: Port = 4317
     otlp_http_port: Port = 4318
 
+    # VIGIL_STATSD_PORT: StatsD / DogStatsD on UDP and TCP (newline-delimited); VIGIL_STATSD_ENABLED=false
+    # turns it off (when another StatsD daemon owns the port).
+    statsd_port: Port = 8125
+    statsd_enabled: bool = True
+    # VIGIL_STATSD_FLUSH_INTERVAL: StatsD lines are aggregated over this interval, then stored.
+    statsd_flush_interval: float = Field(default=10.0, gt=0)
+    # VIGIL_STATSD_PERCENTILES: percentiles of timers, histograms and distributions (comma-separated).
+    statsd_percentiles: str = "50,90,95,99"
+    # VIGIL_STATSD_SERVICE_SEGMENTS: without a `service` tag, the first N dot-separated segments of
+    # the metric name are its service (0: VIGIL_STATSD_DEFAULT_SERVICE).
+    statsd_service_segments: int = Field(default=0, ge=0, le=8)
+    statsd_default_service: str = Field(default="statsd", min_length=1)
+
     # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS:
     # rows older than this are dropped by ClickHouse TTL.
     traces_retention_days: int = Field(default=7, ge=1, le=3650)
@@ -117,7 +130,7 @@ class Settings(BaseSettings):
     # VIGIL_LOG_LEVEL: Vigil's own log level.
     log_level: str = "INFO"
 
-    @field_validator("max_batch_age", "insert_interval", mode="before")
+    @field_validator("max_batch_age", "insert_interval", "statsd_flush_interval", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
@@ -132,6 +145,23 @@ class Settings(BaseSettings):
                 "http(s)://user:pass@host:8123/db (a server)"
             )
         return value
+
+    @field_validator("statsd_percentiles")
+    @classmethod
+    def _percentiles(cls, value: str) -> str:
+        try:
+            numbers = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            numbers = []
+        if not numbers or not all(0 < n < 100 for n in numbers):
+            raise ValueError(
+                f"{value!r} is not a list of percentiles; expected numbers between 0 and 100, e.g. 50,90,99"
+            )
+        return value
+
+    @property
+    def statsd_percentile_values(self) -> tuple[float, ...]:
+        return tuple(sorted({float(part) for part in self.statsd_percentiles.split(",") if part.strip()}))
 
     @field_validator("clickhouse_database")
     @classmethod

@@ -55,17 +55,25 @@ _COMMON_LAYOUT = {
 
 def lite_classes(name: str, layout: dict[str, str]) -> dict[str, Any]:
     """Message classes from `layout`, as "field=number:type" with * for repeated and a message name
-    or a scalar type name; in a private pool, so the real OTLP names stay untouched."""
+    or a scalar type name, and "|group" after the type for a member of oneof `group` (which gives a
+    scalar presence: `HasField`, `WhichOneof`); in a private pool, so the real OTLP names stay untouched."""
     fdp = descriptor_pb2.FieldDescriptorProto
     fd = descriptor_pb2.FileDescriptorProto(name=f"vigil/lite_{name}.proto", package=f"vigil.lite.{name}")
     fd.syntax = "proto3"
     for msg_name, fields in layout.items():
         msg = fd.message_type.add(name=msg_name)
+        oneofs: dict[str, int] = {}
         for spec in fields.split():
             fname, number, typ = re.split("[=:]", spec.lstrip("*"))
+            typ, _, group = typ.partition("|")
             f = msg.field.add(
                 name=fname, number=int(number), label=fdp.LABEL_REPEATED if spec[0] == "*" else fdp.LABEL_OPTIONAL
             )
+            if group:
+                if group not in oneofs:
+                    oneofs[group] = len(msg.oneof_decl)
+                    msg.oneof_decl.add(name=group)
+                f.oneof_index = oneofs[group]
             if typ in layout:
                 f.type, f.type_name = fdp.TYPE_MESSAGE, f".{fd.package}.{typ}"
             else:
@@ -434,7 +442,7 @@ def _json_kvs(kvs: list[Any], path: str) -> list[tuple[str, object, str]]:
     return out
 
 
-def json_attrs(d: dict[str, Any], path: str) -> list[Attr]:
-    """The decoded `attributes` of an OTLP/JSON object."""
-    kvs = _json_kvs(array(d, "attributes", path), f"{path}.attributes")
+def json_attrs(d: dict[str, Any], path: str, key: str = "attributes") -> list[Attr]:
+    """The decoded `attributes` (or another KeyValue array, `key`) of an OTLP/JSON object."""
+    kvs = _json_kvs(array(d, key, path), f"{path}.{key}")
     return [(k, text(plain, t), None if t == "string" else t) for k, plain, t in kvs]

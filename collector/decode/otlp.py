@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from vigil.collector.decode.otlp_logs import decode_logs_json, decode_logs_protobuf
+from vigil.collector.decode.otlp_metrics import decode_metrics_json, decode_metrics_protobuf
 from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 from vigil.errors import DecodeError, PayloadTooLarge, UnsupportedMediaType
 from vigil.types import DecodeResult
@@ -19,13 +20,15 @@ __all__ = ["JSON", "PROTOBUF", "Signal", "decode_otlp_request", "decompress", "m
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-Signal = Literal["traces", "logs"]
+Signal = Literal["traces", "logs", "metrics"]
 
 _DECODERS: dict[tuple[str, str], Callable[[bytes], DecodeResult]] = {
     ("traces", PROTOBUF): decode_traces_protobuf,
     ("traces", JSON): decode_traces_json,
     ("logs", PROTOBUF): decode_logs_protobuf,
     ("logs", JSON): decode_logs_json,
+    ("metrics", PROTOBUF): decode_metrics_protobuf,
+    ("metrics", JSON): decode_metrics_json,
 }
 
 

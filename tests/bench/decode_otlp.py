@@ -1,9 +1,11 @@
-"""Decode benchmark: OTLP trace and log requests to Arrow, one core.
+"""Decode benchmark: OTLP trace, log and metric requests to Arrow, one core.
 
     .venv/bin/python -m tests.bench.decode_otlp [--runs 400]
 
 Prints the median items/s of the trace decoders on the ingest benchmark's 1,000-span request,
-and of the protobuf log decoder on 1,000 log records (10 attributes, a ~100-byte body).
+of the protobuf log decoder on 1,000 log records (10 attributes, a ~100-byte body), and of the
+metric decoders on `tests.metrics.synthetic_request`'s 1,000 data points (sums, gauges,
+histograms and exponential histograms, 4-5 attributes a point, an exemplar on one in five).
 Asserts nothing.
 """
 
@@ -21,7 +23,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from tests.bench.ingest_traces import SPANS_PER_REQUEST, build_request
+from tests.metrics import metrics_json, synthetic_request
 from vigil.collector.decode.otlp_logs import decode_logs_protobuf
+from vigil.collector.decode.otlp_metrics import decode_metrics_json, decode_metrics_protobuf
 from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 from vigil.types import DecodeResult
 
@@ -73,13 +77,15 @@ def build_logs_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
     return request.SerializeToString()
 
 
-def median_rate(decode: Callable[[bytes], DecodeResult], body: bytes, runs: int) -> float:
+def median_rate(
+    decode: Callable[[bytes], DecodeResult], body: bytes, runs: int, items: int = SPANS_PER_REQUEST
+) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         decode(body)
         times.append(time.perf_counter() - started)
-    return SPANS_PER_REQUEST / statistics.median(times)
+    return items / statistics.median(times)
 
 
 def main() -> None:
@@ -92,6 +98,12 @@ def main() -> None:
     print(f"traces json:     {median_rate(decode_traces_json, json_body, max(args.runs // 10, 5)):,.0f} spans/s")
     logs_body = build_logs_request(random.Random(2))
     print(f"logs protobuf: {median_rate(decode_logs_protobuf, logs_body, args.runs):,.0f} records/s")
+    metrics = synthetic_request(points=1000)
+    metrics_body, metrics_json_body = metrics.SerializeToString(), metrics_json(metrics)
+    rate = median_rate(decode_metrics_protobuf, metrics_body, args.runs, 1000)
+    print(f"metrics protobuf: {rate:,.0f} data points/s")
+    rate = median_rate(decode_metrics_json, metrics_json_body, max(args.runs // 10, 5), 1000)
+    print(f"metrics json:     {rate:,.0f} data points/s")
 
 
 if __name__ == "__main__":

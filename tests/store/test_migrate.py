@@ -6,6 +6,17 @@ from vigil.store.schema import MIGRATIONS, DdlContext
 
 EXPECTED_TABLES = [
     "logs",
+    "metrics_catalog",
+    "metrics_exp_histogram",
+    "metrics_exp_histogram_catalog_mv",
+    "metrics_gauge",
+    "metrics_gauge_catalog_mv",
+    "metrics_histogram",
+    "metrics_histogram_catalog_mv",
+    "metrics_sum",
+    "metrics_sum_catalog_mv",
+    "metrics_summary",
+    "metrics_summary_catalog_mv",
     "schema_migrations",
     "spans",
     "spans_red_1m",
@@ -26,7 +37,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -34,7 +45,7 @@ def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_clien
     migrate(chdb_client, ctx)
     assert migrate(chdb_client, ctx) == []
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(2,)]
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(3,)]
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
@@ -51,7 +62,10 @@ def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Cl
 
 def test_retention_follows_the_setting_on_each_start(chdb_client: Client, database: str) -> None:
     migrate(chdb_client, DdlContext(database=database, traces_retention_days=7))
-    migrate(chdb_client, DdlContext(database=database, traces_retention_days=3, logs_retention_days=5))
+    migrate(
+        chdb_client,
+        DdlContext(database=database, traces_retention_days=3, logs_retention_days=5, metrics_retention_days=9),
+    )
     rows = chdb_client.query(
         "SELECT name, extract(create_table_query, 'TTL (.+?) SETTINGS') FROM system.tables "
         "WHERE database = {d:String} AND engine LIKE '%MergeTree' AND name != 'schema_migrations' ORDER BY name",
@@ -59,6 +73,12 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
     ).result_rows
     assert rows == [
         ("logs", "toDateTime(Timestamp) + toIntervalDay(5)"),
+        ("metrics_catalog", "Day + toIntervalDay(9)"),
+        ("metrics_exp_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("metrics_gauge", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("metrics_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("metrics_sum", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("metrics_summary", "toDateTime(TimeUnix) + toIntervalDay(9)"),
         ("spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
         ("spans_red_1m", "Minute + toIntervalDay(3)"),
         ("spans_trace_id_ts", "toDateTime(Start) + toIntervalDay(3)"),

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
 
+from vigil.store.metrics_read import MetricInfo, MetricQuery, Series, metric_catalog, metric_series, metric_types
+
 __all__ = [
     "LogRecord",
     "ServiceSummary",
@@ -313,6 +315,17 @@ class StoreReader:
             )
             for row in rows
         ]
+
+    def metrics(self, *, start_s: float, end_s: float, service: str | None = None) -> list[MetricInfo]:
+        """Metrics with points in [start, end]: name, type, unit, services and label keys."""
+        return metric_catalog(self._query, start_s=start_s, end_s=end_s, service=service)
+
+    def metric_types(self, name: str) -> list[str]:
+        return metric_types(self._query, name)
+
+    def metric_series(self, query: MetricQuery) -> list[Series]:
+        """One metric aggregated per step; see `vigil.store.metrics_read` for what each `agg` means."""
+        return metric_series(self._query, query)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace, ordered by start time; empty when the trace is unknown."""
