@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vigil.collector.statsd_parse import (
     BadLine,
@@ -71,7 +72,8 @@ __all__ = [
     "StatsdAggregator",
     "StatsdConfig",
     "StatsdStats",
-    "etsy_percentile",
+    "etsy_rank",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,22 +161,31 @@ class _Series:
         self.gauge: list[float] = []
 
 
-def etsy_percentile(sorted_values: list[float], pct: float) -> float | None:
-    """Etsy statsd's ``upper_<pct>``: the nearest-rank value, None when the rank rounds to 0.
+def etsy_rank(count: int, pct: float) -> int:
+    """Etsy statsd's rank for ``upper_<pct>`` among `count` sorted values (1-based; 0: not reported).
 
-    Same arithmetic as Etsy's JavaScript (``Math.round(pct / 100 * count)``, halves up).
+    Same arithmetic as Etsy's JavaScript, ``Math.round(pct / 100 * count)`` with halves up, and
+    one value is every percentile.
 
-    >>> etsy_percentile([1.0, 2.0, 3.0, 4.0], 50), etsy_percentile([5.0], 1), etsy_percentile([1.0, 2.0], 10)
-    (2.0, 5.0, None)
+    >>> etsy_rank(4, 50), etsy_rank(5, 90), etsy_rank(1, 1), etsy_rank(2, 10)
+    (2, 5, 1, 0)
     """
-    count = len(sorted_values)
     if count == 1:
-        return sorted_values[0]
+        return 1
     exact = pct / 100 * count
     rank = math.floor(exact)
-    if exact - rank >= 0.5:
-        rank += 1
-    return sorted_values[rank - 1] if rank > 0 else None
+    return rank + 1 if exact - rank >= 0.5 else rank
+
+
+def warm_up() -> None:
+    """Aggregate and flush one line of every kind, and drop the rows.
+
+    The first flush in a process takes ~0.3 s (pyarrow imports pandas on its first time-zone-aware
+    timestamp); a receiver does that before it listens, not while a socket buffer fills.
+    """
+    agg = StatsdAggregator(StatsdConfig(), start=0.0)
+    agg.ingest(b"c:1|c\ng:1|g\ns:1|s\nt:1|ms\n_sc|x|0", now=0.0)
+    agg.flush(1.0)
 
 
 def _empty_lists(n: int, item: pa.DataType) -> pa.Array:
@@ -195,8 +206,8 @@ class StatsdAggregator:
         self.config = config or StatsdConfig()
         self._clock = clock
         self.config.validate()
-        self._quantiles = sorted({p / 100 for p in self.config.percentiles})
-        self._pcts = sorted(set(self.config.percentiles))
+        # (percentile, quantile) pairs; rounded so that 99.9 is stored as 0.999, not 0.9990000000000001.
+        self._percentiles = [(p, round(p / 100, 12)) for p in sorted(set(self.config.percentiles))]
         self._lock = threading.Lock()
         # Per interval, swapped by flush: fast key -> [kind, accumulator, negative seen, 1/rate, series].
         self._aliases: dict[bytes, list[Any]] = {}
@@ -416,7 +427,7 @@ class StatsdAggregator:
         end: float,
     ) -> list[RowBatch]:
         counters: dict[_Series, list[Any]] = {}
-        summaries: dict[_Series, list[Any]] = {}
+        summaries: dict[_Series, list[tuple[list[float], float]]] = {}
         sets: dict[_Series, set[bytes]] = {}
         for kind, acc, negative, inverse_rate, series in entries:
             if kind == _K_COUNTER:
@@ -429,12 +440,7 @@ class StatsdAggregator:
             elif kind == _K_SET:
                 sets.setdefault(series, set()).update(acc)
             elif kind != _K_GAUGE:
-                summary = summaries.get(series)
-                if summary is None:
-                    summary = summaries[series] = [[], 0.0, 0.0]
-                summary[0].extend(acc)
-                summary[1] += len(acc) * inverse_rate
-                summary[2] += math.fsum(acc) * inverse_rate
+                summaries.setdefault(series, []).append((acc, inverse_rate))
         start_ns, end_ns = int(start * _NS), int(end * _NS)
         batches: list[RowBatch] = []
         if counters:
@@ -454,25 +460,33 @@ class StatsdAggregator:
             batches.append(self._log_batch(logs))
         return batches
 
-    def _summary_batch(self, summaries: dict[_Series, list[Any]], start_ns: int, end_ns: int) -> RowBatch:
+    def _summary_batch(
+        self, summaries: dict[_Series, list[tuple[list[float], float]]], start_ns: int, end_ns: int
+    ) -> RowBatch:
+        """Count, Sum and quantiles per series, from its values in parts (one per sample rate seen)."""
         counts: list[int] = []
         sums: list[float] = []
         quantiles: list[list[float]] = []
         values: list[list[float]] = []
-        for received, count, total in summaries.values():
-            received.sort()
-            qs, vs = [0.0], [received[0]]
-            for q, pct in zip(self._quantiles, self._pcts, strict=True):
-                value = etsy_percentile(received, pct)
-                if value is not None:
-                    qs.append(q)
-                    vs.append(value)
-            qs.append(1.0)
-            vs.append(received[-1])
+        for parts in summaries.values():
+            # Sorting and summing in Arrow, which lets go of the GIL: the event loop keeps reading
+            # datagrams while a flush orders millions of timer values.
+            arrays = [(pa.array(part, pa.float64()), inverse_rate) for part, inverse_rate in parts]
+            count = sum(len(array) * inverse_rate for array, inverse_rate in arrays)
+            total = sum(pc.sum(array).as_py() * inverse_rate for array, inverse_rate in arrays)
+            received = arrays[0][0] if len(arrays) == 1 else pa.concat_arrays([array for array, _ in arrays])
+            n = len(received)
+            picks = [(0.0, 0)]
+            for pct, q in self._percentiles:
+                rank = etsy_rank(n, pct)
+                if rank:
+                    picks.append((q, rank - 1))
+            picks.append((1.0, n - 1))
+            ordered = received.take(pc.sort_indices(received))
             counts.append(math.floor(count + 0.5))
             sums.append(total)
-            quantiles.append(qs)
-            values.append(vs)
+            quantiles.append([q for q, _ in picks])
+            values.append(ordered.take(pa.array([i for _, i in picks], pa.int64())).to_pylist())
         columns = self._identity(list(summaries), start_ns, end_ns)
         columns["Count"] = pa.array(counts, pa.uint64())
         columns["Sum"] = pa.array(sums, pa.float64())

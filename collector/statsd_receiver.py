@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import socket
@@ -34,7 +35,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig
+from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig, warm_up
 from vigil.errors import RetryableError
 from vigil.types import RowBatch
 
@@ -53,6 +54,7 @@ _FINAL_FLUSH_RETRY_S = 0.05
 _FAILED_WRITE_LOG_INTERVAL_S = 10.0
 _MAX_DATAGRAM_BYTES = 65_536
 _MAX_DATAGRAMS_PER_WAKEUP = 512
+_PORT_ATTEMPTS = 50
 
 
 class BatchSubmitter(Protocol):
@@ -87,6 +89,32 @@ def _merge(batches: Sequence[RowBatch]) -> list[RowBatch]:
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to one port, `port` or (for 0) one free for both."""
+    for _ in range(_PORT_ATTEMPTS if port == 0 else 1):
+        udp = socket.socket(_family(host), socket.SOCK_DGRAM)
+        tcp = socket.socket(_family(host), socket.SOCK_STREAM)
+        with contextlib.suppress(OSError):  # the kernel grants what it allows; less is still fine
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+        if reuse_port:
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        kind = "UDP"
+        try:
+            udp.bind((host, port))
+            kind = "TCP"
+            tcp.bind((host, udp.getsockname()[1]))
+        except OSError as exc:
+            udp.close()
+            tcp.close()
+            if port == 0 and kind == "TCP" and exc.errno == errno.EADDRINUSE:
+                continue  # the free UDP port is taken on TCP: try another
+            raise OSError(exc.errno, f"cannot listen for StatsD on {kind} {host}:{port}: {exc.strerror}") from None
+        return udp, tcp
+    raise OSError(errno.EADDRINUSE, f"no port free on both UDP and TCP at {host} after {_PORT_ATTEMPTS} tries")
 
 
 class _Datagrams:
@@ -131,8 +159,7 @@ class _Stream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
-        self._receiver._connections.add(transport)
-        self._receiver._stats.tcp_connections += 1
+        self._receiver._opened(transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -195,7 +222,7 @@ class _Stream(asyncio.Protocol):
 
 
 class StatsdReceiver:
-    """StatsD/DogStatsD over UDP and TCP on `host`:`port` (0 picks free ports; see `udp_port`, `tcp_port`).
+    """StatsD/DogStatsD over UDP and TCP on `host`:`port` (0 picks one free for both; see `udp_port`, `tcp_port`).
 
     With `reuse_port`, several processes may bind the same port; the kernel then spreads packets
     over them, so each one's rows hold part of a series (sums and counts add up, but sets, gauges and
@@ -226,12 +253,18 @@ class StatsdReceiver:
         self._tcp: asyncio.Server | None = None
         self._connections: set[asyncio.BaseTransport] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._retained: list[RowBatch] = []
         self._stats = ReceiverStats()
         self._stats_lock = threading.Lock()
         self._next_failure_log = 0.0
         self._udp_port = 0
         self._tcp_port = 0
+
+    def _opened(self, transport: asyncio.BaseTransport) -> None:
+        self._connections.add(transport)
+        with self._stats_lock:
+            self._stats.tcp_connections += 1
 
     @property
     def udp_port(self) -> int:
@@ -257,22 +290,9 @@ class StatsdReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        udp = socket.socket(_family(self.host), socket.SOCK_DGRAM)
-        tcp = socket.socket(_family(self.host), socket.SOCK_STREAM)
+        await asyncio.to_thread(warm_up)
+        udp, tcp = _bind_pair(self.host, self.port, self.reuse_port)
         try:
-            with contextlib.suppress(OSError):  # the kernel grants what it allows; less is still fine
-                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
-            for sock in (udp, tcp):
-                if self.reuse_port:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            for sock, kind in ((udp, "UDP"), (tcp, "TCP")):
-                try:
-                    sock.bind((self.host, self.port))
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno, f"cannot listen for StatsD on {kind} {self.host}:{self.port}: {exc.strerror}"
-                    ) from None
             udp.setblocking(False)
             tcp.listen(1024)
             tcp.setblocking(False)
@@ -288,6 +308,7 @@ class StatsdReceiver:
             udp.close()
             tcp.close()
             raise
+        self._stopping.clear()
         self._flusher = asyncio.create_task(self._flush_loop(), name="vigil-statsd-flush")
 
     async def stop(self) -> None:
@@ -305,9 +326,9 @@ class StatsdReceiver:
             await self._tcp.wait_closed()
             self._tcp = None
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            # Not cancelled: a flush in progress must finish, or the rows it took would be lost.
+            self._stopping.set()
+            await self._flusher
             self._flusher = None
         # Closed connections hand over their last partial line; let their callbacks run first.
         await asyncio.sleep(0)
@@ -329,7 +350,11 @@ class StatsdReceiver:
         interval = self.config.flush_interval
         next_at = loop.time() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            try:
+                await asyncio.wait_for(self._stopping.wait(), max(0.0, next_at - loop.time()))
+                return
+            except TimeoutError:
+                pass
             # Fixed ticks, so the intervals do not drift by the time each flush takes; skip missed ones.
             next_at = max(next_at + interval, loop.time() + interval / 2)
             await self.flush_now()

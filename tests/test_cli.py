@@ -201,3 +201,27 @@ def test_help_lists_every_command() -> None:
     commands_box = result.stdout.split("Commands")[1]
     commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]
     assert commands == ["serve", "demo"]
+
+
+def test_statsd_lines_reach_the_store_through_a_collector_process_and_the_last_flush_on_stop(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
+) -> None:
+    env, processes = serve
+    env["VIGIL_STATSD_FLUSH_INTERVAL"] = "1h"  # only the flush on shutdown can store these
+    first = start(env, processes)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(
+            b"jobs.done:2|c|#service:worker\njobs.done:3|c|#service:worker",
+            ("127.0.0.1", int(env["VIGIL_STATSD_PORT"])),
+        )
+    time.sleep(0.5)  # the datagram is read by the collector process, not acknowledged
+    stop(first)
+    start(env, processes)
+    response = httpx.get(
+        f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/api/v1/metrics/query",
+        params={"name": "jobs.done", "agg": "sum", "group_by": "service", "step": "1h", "since": "2h"},
+    )
+    assert response.status_code == 200, response.text
+    [series] = response.json()["series"]
+    assert series["labels"] == {"service": "worker"}
+    assert sum(value for _, value in series["points"]) == 5.0

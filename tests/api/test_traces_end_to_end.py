@@ -131,6 +131,8 @@ def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
     assert sorted(paths) == [
         "/api/v1/logs",
+        "/api/v1/metrics",
+        "/api/v1/metrics/query",
         "/api/v1/services",
         "/api/v1/traces",
         "/api/v1/traces/{trace_id}",

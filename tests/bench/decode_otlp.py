@@ -18,11 +18,9 @@ import time
 from collections.abc import Callable
 
 from google.protobuf import json_format
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from tests.bench.ingest_traces import SPANS_PER_REQUEST, build_request
+from tests.bench.ingest_otlp import SPANS_PER_REQUEST, build_logs_request, build_request
 from tests.metrics import metrics_json, synthetic_request
 from vigil.collector.decode.otlp_logs import decode_logs_protobuf
 from vigil.collector.decode.otlp_metrics import decode_metrics_json, decode_metrics_protobuf
@@ -43,38 +41,6 @@ def to_otlp_json(body: bytes) -> bytes:
                     if key in span:
                         span[key] = base64.b64decode(span[key]).hex()
     return json.dumps(document).encode()
-
-
-def build_logs_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
-    request = ExportLogsServiceRequest()
-    resource_logs = request.resource_logs.add()
-    resource_logs.resource.attributes.add(key="service.name", value=AnyValue(string_value="checkout"))
-    scope_logs = resource_logs.scope_logs.add()
-    scope_logs.scope.name = "app.checkout"
-    t0 = time.time_ns()
-    for i in range(n):
-        record = scope_logs.log_records.add(
-            time_unix_nano=t0 + i, observed_time_unix_nano=t0 + i + 1000, severity_number=9, severity_text="INFO"
-        )
-        record.trace_id = rng.randbytes(16)
-        record.span_id = rng.randbytes(8)
-        record.body.string_value = (
-            f"order {i} accepted for customer {i % 97} after {rng.randrange(1, 900)} ms in stage 2"
-        )
-        for key, value in [
-            ("code.function.name", AnyValue(string_value="accept")),
-            ("code.file.path", AnyValue(string_value="/srv/app/orders.py")),
-            ("code.line.number", AnyValue(int_value=118)),
-            ("order.id", AnyValue(int_value=i)),
-            ("customer.tier", AnyValue(string_value=("free", "pro", "enterprise")[i % 3])),
-            ("http.route", AnyValue(string_value=f"/orders/{i % 20}")),
-            ("retry", AnyValue(bool_value=i % 7 == 0)),
-            ("amount", AnyValue(double_value=rng.random() * 100)),
-            ("region", AnyValue(string_value="eu-west-1")),
-            ("thread.name", AnyValue(string_value=f"worker-{i % 8}")),
-        ]:
-            record.attributes.add(key=key, value=value)
-    return request.SerializeToString()
 
 
 def median_rate(

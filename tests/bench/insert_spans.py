@@ -16,7 +16,7 @@ import time
 
 import pyarrow as pa
 
-from tests.bench.ingest_traces import SPANS_PER_REQUEST, build_request
+from tests.bench.ingest_otlp import SPANS_PER_REQUEST, build_request
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
 from vigil.store.client import open_client
 from vigil.store.migrate import migrate

@@ -1,7 +1,7 @@
 """StatsD benchmark: Vigil's receiver and Etsy statsd 0.9.0 under the same UDP generator, on loopback.
 
     scripts/peers.sh   # once: installs Etsy statsd into build/peers (skipped here if absent)
-    .venv/bin/python -m tests.bench.statsd [--seconds 10] [--search 3] [--modes multi,single] [--no-etsy]
+    .venv/bin/python -m tests.bench.statsd [--seconds 10] [--search 4] [--modes multi,single] [--no-etsy]
 
 Two workloads of the same mixed lines (60% counters, 20% timers, 10% gauges, 10% sets, most with
 DogStatsD tags; Etsy's own types only, so Etsy takes every line): (a) ``multi``, ~1,400-byte
@@ -271,7 +271,14 @@ def trial(make: Callable[[], VigilReceiver | EtsyReceiver], work: Workload, rate
     lines, _bad, counter_total = receiver.finish()
     sent_lines, sent_counters = work.totals(sent_packets)
     busy = elapsed + max(0.0, last_change - sender_done - 0.05)
-    return Trial(rate, sent_lines, lines / busy, sent_lines - lines, counter_total == sent_counters)
+    result = Trial(rate, sent_lines, lines / busy, sent_lines - lines, counter_total == sent_counters)
+    asked = "flat out" if rate <= 0 else f"{rate * sent_lines / max(sent_packets, 1):,.0f} lines/s asked"
+    print(
+        f"    {receiver.name} {asked}: sent {sent_lines / elapsed:,.0f} lines/s, took {result.lines_per_s:,.0f},"
+        f" lost {result.lost_lines:,}, counter total {'ok' if result.counters_ok else 'WRONG'}",
+        flush=True,
+    )
+    return result
 
 
 def measure(
@@ -299,7 +306,7 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--search", type=int, default=3, help="paced trials looking for the lossless rate")
+    parser.add_argument("--search", type=int, default=4, help="paced trials looking for the lossless rate")
     parser.add_argument("--modes", default="multi,single")
     parser.add_argument("--no-etsy", action="store_true")
     args = parser.parse_args()
@@ -319,7 +326,7 @@ def main() -> None:
             flat_out, best = measure(make, work, args.seconds, args.search)
             name = "Vigil" if make is VigilReceiver else "Etsy 0.9.0"
             rows.append((name, mode, per_packet, flat_out, best))
-            print(f"  done: {name} {mode}", flush=True)
+
     shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"{'receiver':<11} {'workload':<16} {'flat out: lines/s':>18} {'loss':>7} {'lossless at: lines/s':>21}")

@@ -278,9 +278,9 @@ def _metric_lines(draw: st.DrawFn) -> tuple[bytes, bytes, dict[str, object]]:
         "container": draw(st.none() | _text()),
     }
     name = draw(_names)
-    line = render_metric(name, raw_values, metric_type, **options)  # type: ignore[arg-type]
-    other = render_metric(name, other_values, metric_type, **options)  # type: ignore[arg-type]
-    tags = [*options["telegraf_tags"], *options["tags"]]  # type: ignore[misc]
+    line = render_metric(name, raw_values, metric_type, **options)
+    other = render_metric(name, other_values, metric_type, **options)
+    tags = [*options["telegraf_tags"], *options["tags"]]
     expected = {
         "name": name.encode(),
         "type": metric_type.encode(),
@@ -289,7 +289,7 @@ def _metric_lines(draw: st.DrawFn) -> tuple[bytes, bytes, dict[str, object]]:
         "rate": 1.0 if options["rate"] is None else options["rate"],
         "tags": tuple((k.encode(), (v or "").encode()) for k, v in tags),
         "timestamp": options["timestamp"],
-        "container": (options["container"] or "").encode(),  # type: ignore[attr-defined]
+        "container": (options["container"] or "").encode(),
     }
     return line, other, expected
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 __all__ = [
+    "FLOWS_ARROW_SCHEMA",
     "LOGS",
     "LOGS_ARROW_SCHEMA",
     "METRICS_CATALOG",
@@ -193,6 +194,40 @@ METRIC_TABLES: dict[str, str] = {
     "exponential_histogram": "metrics_exp_histogram",
     "summary": "metrics_summary",
 }
+
+# One row per flow record (NetFlow v5/v9, IPFIX). Addresses are 16 bytes, IPv4 mapped into IPv6
+# (::ffff:a.b.c.d), so one column holds both. Bytes and packets are as exported; `SamplingRate`
+# (1 when unsampled) scales them in rollups. Customer/site/prefix come from enrichment ("" unknown).
+FLOWS_ARROW_SCHEMA = pa.schema(
+    [
+        ("TimeReceived", pa.timestamp("ns", tz="UTC")),
+        ("FlowStart", pa.timestamp("ns", tz="UTC")),
+        ("FlowEnd", pa.timestamp("ns", tz="UTC")),
+        ("Exporter", pa.binary(16)),
+        ("FlowVersion", pa.uint8()),
+        ("ObservationDomain", pa.uint32()),
+        ("SrcAddr", pa.binary(16)),
+        ("DstAddr", pa.binary(16)),
+        ("SrcPort", pa.uint16()),
+        ("DstPort", pa.uint16()),
+        ("Protocol", pa.uint8()),
+        ("TcpFlags", pa.uint8()),
+        ("Tos", pa.uint8()),
+        ("InputInterface", pa.uint32()),
+        ("OutputInterface", pa.uint32()),
+        ("Bytes", pa.uint64()),
+        ("Packets", pa.uint64()),
+        ("SamplingRate", pa.uint32()),
+        ("SrcAs", pa.uint32()),
+        ("DstAs", pa.uint32()),
+        ("SrcPrefix", pa.string()),
+        ("SrcCustomer", pa.string()),
+        ("SrcSite", pa.string()),
+        ("DstPrefix", pa.string()),
+        ("DstCustomer", pa.string()),
+        ("DstSite", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,13 @@
-"""Ingest benchmark: pre-encoded OTLP trace requests into a real `vigil serve`, over HTTP and gRPC.
+"""Ingest benchmark: pre-encoded OTLP requests into a real `vigil serve`, over HTTP and gRPC.
 
-    .venv/bin/python -m tests.bench.ingest_traces [--seconds 20] [--concurrency 4] [--workers -1]
+    .venv/bin/python -m tests.bench.ingest_otlp [--signal traces|logs] [--seconds 20] [--concurrency 4] [--workers -1]
 
-Each request holds 1,000 spans with 10 attributes (6 strings, 2 ints, a double, a bool), the
-OpenTelemetry SDK benchmark's shape. For each transport it sends for a fixed time from
-`--concurrency` threads, then stops Vigil (which drains its queue), opens the data directory
-and counts the spans actually stored. It prints spans/s stored and the peak RSS of the Vigil
-process plus its decode workers. It asserts nothing about speed.
+A traces request holds 1,000 spans with 10 attributes (6 strings, 2 ints, a double, a bool), the
+OpenTelemetry SDK benchmark's shape; a logs request 1,000 log records with 10 attributes and a
+~70-byte body. For each transport it sends for a fixed time from `--concurrency` threads, then
+stops Vigil (which drains its queue), opens the data directory and counts the items actually
+stored. It prints items/s stored and the peak RSS of the Vigil process plus its collector
+processes. It asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from pathlib import Path
 
 import grpc
 import httpx
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 SPANS_PER_REQUEST = 1000
-METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+# Per signal: the gRPC method, the HTTP path and the table the items land in.
+SIGNALS = {
+    "traces": ("/opentelemetry.proto.collector.trace.v1.TraceService/Export", "/v1/traces", "spans"),
+    "logs": ("/opentelemetry.proto.collector.logs.v1.LogsService/Export", "/v1/logs", "logs"),
+}
 
 
 def build_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
@@ -66,6 +72,38 @@ def build_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
     return request.SerializeToString()
 
 
+def build_logs_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.add(key="service.name", value=AnyValue(string_value="checkout"))
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "app.checkout"
+    t0 = time.time_ns()
+    for i in range(n):
+        record = scope_logs.log_records.add(
+            time_unix_nano=t0 + i, observed_time_unix_nano=t0 + i + 1000, severity_number=9, severity_text="INFO"
+        )
+        record.trace_id = rng.randbytes(16)
+        record.span_id = rng.randbytes(8)
+        record.body.string_value = (
+            f"order {i} accepted for customer {i % 97} after {rng.randrange(1, 900)} ms in stage 2"
+        )
+        for key, value in [
+            ("code.function.name", AnyValue(string_value="accept")),
+            ("code.file.path", AnyValue(string_value="/srv/app/orders.py")),
+            ("code.line.number", AnyValue(int_value=118)),
+            ("order.id", AnyValue(int_value=i)),
+            ("customer.tier", AnyValue(string_value=("free", "pro", "enterprise")[i % 3])),
+            ("http.route", AnyValue(string_value=f"/orders/{i % 20}")),
+            ("retry", AnyValue(bool_value=i % 7 == 0)),
+            ("amount", AnyValue(double_value=rng.random() * 100)),
+            ("region", AnyValue(string_value="eu-west-1")),
+            ("thread.name", AnyValue(string_value=f"worker-{i % 8}")),
+        ]:
+            record.attributes.add(key=key, value=value)
+    return request.SerializeToString()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -89,12 +127,14 @@ def tree_peak_rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
-def send_http(port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]) -> None:
+def send_http(
+    signal_name: str, port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]
+) -> None:
     with httpx.Client(timeout=30) as client:
         i = 0
         while not stop.is_set():
             response = client.post(
-                f"http://127.0.0.1:{port}/v1/traces",
+                f"http://127.0.0.1:{port}{SIGNALS[signal_name][1]}",
                 content=bodies[i % len(bodies)],
                 headers={"Content-Type": "application/x-protobuf"},
             )
@@ -106,10 +146,14 @@ def send_http(port: int, bodies: list[bytes], stop: threading.Event, counts: lis
             i += 1
 
 
-def send_grpc(port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]) -> None:
+def send_grpc(
+    signal_name: str, port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]
+) -> None:
     # Separate connections, as separate exporter processes would have (channels share one by default).
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-    export = channel.unary_unary(METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    export = channel.unary_unary(
+        SIGNALS[signal_name][0], request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
     i = 0
     while not stop.is_set():
         try:
@@ -122,14 +166,16 @@ def send_grpc(port: int, bodies: list[bytes], stop: threading.Event, counts: lis
     channel.close()
 
 
-def count_stored(data_dir: Path) -> int:
+def count_stored(data_dir: Path, table: str) -> int:
     import clickhouse_connect
 
     client = clickhouse_connect.get_client(dsn=f"chdb://{data_dir}")
-    return int(client.query("SELECT count() FROM vigil.spans").result_rows[0][0])
+    return int(client.query(f"SELECT count() FROM vigil.{table}").result_rows[0][0])
 
 
-def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: list[bytes]) -> dict[str, float]:
+def run(
+    signal_name: str, transport: str, seconds: float, concurrency: int, workers: int, bodies: list[bytes]
+) -> dict[str, float]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{transport}-"))
     env = dict(os.environ)  # VIGIL_* settings pass through, so a run can tune the server
     ports = {"VIGIL_HTTP_PORT": free_port(), "VIGIL_OTLP_HTTP_PORT": free_port(), "VIGIL_OTLP_GRPC_PORT": free_port()}
@@ -158,7 +204,8 @@ def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: 
             else (send_grpc, ports["VIGIL_OTLP_GRPC_PORT"])
         )
         threads = [
-            threading.Thread(target=sender, args=(port, bodies, stop, counts, errors)) for _ in range(concurrency)
+            threading.Thread(target=sender, args=(signal_name, port, bodies, stop, counts, errors))
+            for _ in range(concurrency)
         ]
         started = time.monotonic()
         for thread in threads:
@@ -172,11 +219,11 @@ def run(transport: str, seconds: float, concurrency: int, workers: int, bodies: 
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
-    stored = count_stored(data_dir)
+    stored = count_stored(data_dir, SIGNALS[signal_name][2])
     return {
-        "acknowledged_spans": float(sum(counts)),
-        "stored_spans": float(stored),
-        "spans_per_s": stored / elapsed,
+        "acknowledged": float(sum(counts)),
+        "stored": float(stored),
+        "per_s": stored / elapsed,
         "peak_rss_mb": peak_rss,
         "refusals": float(len(errors)),
     }
@@ -188,18 +235,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=-1, help="VIGIL_COLLECTOR_PROCESSES for the server")
     parser.add_argument("--transport", choices=["http", "grpc", "both"], default="both")
+    parser.add_argument("--signal", choices=sorted(SIGNALS), default="traces")
     args = parser.parse_args()
     rng = random.Random(1)
-    bodies = [build_request(rng) for _ in range(16)]
-    print(f"request: {SPANS_PER_REQUEST} spans x 10 attributes, {len(bodies[0]):,} bytes of protobuf")
+    build = build_request if args.signal == "traces" else build_logs_request
+    bodies = [build(rng) for _ in range(16)]
+    item = "spans" if args.signal == "traces" else "log records"
+    print(f"request: {SPANS_PER_REQUEST} {item} x 10 attributes, {len(bodies[0]):,} bytes of protobuf")
     transports = ["http", "grpc"] if args.transport == "both" else [args.transport]
     for transport in transports:
-        result = run(transport, args.seconds, args.concurrency, args.workers, bodies)
+        result = run(args.signal, transport, args.seconds, args.concurrency, args.workers, bodies)
         print(
             f"{transport:5s} collector_processes={args.workers} concurrency={args.concurrency} "
             f"seconds={args.seconds:.0f}: "
-            f"{result['spans_per_s']:,.0f} spans/s stored "
-            f"(stored {result['stored_spans']:,.0f}, acknowledged {result['acknowledged_spans']:,.0f}, "
+            f"{result['per_s']:,.0f} {item}/s stored "
+            f"(stored {result['stored']:,.0f}, acknowledged {result['acknowledged']:,.0f}, "
             f"refused requests {result['refusals']:.0f}), peak RSS {result['peak_rss_mb']:,.0f} MiB"
         )
 
