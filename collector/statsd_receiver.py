@@ -21,46 +21,26 @@ Wiring, on the collector's loop::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import functools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
 
-import pyarrow as pa
-
+from vigil.collector.forwarding import BatchSubmitter, DatagramReader, Forwarder, udp_socket
 from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig, warm_up
-from vigil.errors import RetryableError
 from vigil.types import RowBatch
 
-__all__ = ["BatchSubmitter", "ReceiverStats", "StatsdReceiver"]
+__all__ = ["ReceiverStats", "StatsdReceiver"]
 
 logger = logging.getLogger(__name__)
 
-# The kernel caps SO_RCVBUF at net.core.rmem_max (and doubles what it grants); a large buffer
-# absorbs bursts while the loop is busy aggregating or flushing.
-UDP_RECEIVE_BUFFER_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
 MAX_RETAINED_ROWS = 500_000
 # How long `stop` keeps offering the last rows to a consumer that answers Backpressure.
 FINAL_FLUSH_TIMEOUT_S = 5.0
-_FINAL_FLUSH_RETRY_S = 0.05
-_FAILED_WRITE_LOG_INTERVAL_S = 10.0
-_MAX_DATAGRAM_BYTES = 65_536
-_MAX_DATAGRAMS_PER_WAKEUP = 512
 _PORT_ATTEMPTS = 50
-
-
-class BatchSubmitter(Protocol):
-    """Where flushed rows go: all of `batches` or none (raising `Backpressure`), like `Batcher.submit_all`."""
-
-    def submit_all(self, batches: Sequence[RowBatch]) -> list[Future[None]]: ...
 
 
 @dataclass(slots=True)
@@ -75,18 +55,6 @@ class ReceiverStats:
     tcp_connections: int = 0
 
 
-def _merge(batches: Sequence[RowBatch]) -> list[RowBatch]:
-    """One batch per table, oldest rows first."""
-    by_table: dict[str, list[pa.Table]] = {}
-    for batch in batches:
-        if batch.num_rows:
-            by_table.setdefault(batch.table, []).append(batch.rows)
-    return [
-        RowBatch(table, tables[0] if len(tables) == 1 else pa.concat_tables(tables))
-        for table, tables in by_table.items()
-    ]
-
-
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -94,12 +62,9 @@ def _family(host: str) -> socket.AddressFamily:
 def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
     """A UDP and a TCP socket bound to one port, `port` or (for 0) one free for both."""
     for _ in range(_PORT_ATTEMPTS if port == 0 else 1):
-        udp = socket.socket(_family(host), socket.SOCK_DGRAM)
+        udp = udp_socket(host, reuse_port=reuse_port)
         tcp = socket.socket(_family(host), socket.SOCK_STREAM)
-        with contextlib.suppress(OSError):  # the kernel grants what it allows; less is still fine
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
         if reuse_port:
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         kind = "UDP"
@@ -115,35 +80,6 @@ def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, s
             raise OSError(exc.errno, f"cannot listen for StatsD on {kind} {host}:{port}: {exc.strerror}") from None
         return udp, tcp
     raise OSError(errno.EADDRINUSE, f"no port free on both UDP and TCP at {host} after {_PORT_ATTEMPTS} tries")
-
-
-class _Datagrams:
-    """Reads every waiting datagram when the UDP socket is readable (up to a cap, so TCP and flushes get turns).
-
-    Not asyncio's datagram transport: it reads one datagram per loop iteration, each into a fresh
-    256 KiB buffer, and on one core that lost 90% of 1-line datagrams that this loop takes
-    (measured here: ~12k vs. ~120k datagrams/s, the generator's limit).
-    """
-
-    def __init__(self, sock: socket.socket, aggregator: StatsdAggregator) -> None:
-        self._recv = sock.recv
-        self._ingest = aggregator.ingest
-
-    def __call__(self) -> None:
-        recv, ingest = self._recv, self._ingest
-        for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
-            try:
-                data = recv(_MAX_DATAGRAM_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ICMP errors on an unconnected UDP socket say nothing about the packets we receive.
-                logger.debug("StatsD UDP socket error: %s", exc)
-                return
-            try:
-                ingest(data)
-            except Exception:  # ingest never raises by design; if it did, the next datagram must still be read
-                logger.exception("StatsD datagram could not be aggregated")
 
 
 class _Stream(asyncio.Protocol):
@@ -254,10 +190,9 @@ class StatsdReceiver:
         self._connections: set[asyncio.BaseTransport] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._retained: list[RowBatch] = []
+        self._forwarder = Forwarder(consumer, "StatsD", max_retained_rows)
         self._stats = ReceiverStats()
         self._stats_lock = threading.Lock()
-        self._next_failure_log = 0.0
         self._udp_port = 0
         self._tcp_port = 0
 
@@ -282,10 +217,16 @@ class StatsdReceiver:
         return int(self._udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     def stats(self) -> ReceiverStats:
+        forwarded = self._forwarder.stats()
         with self._stats_lock:
             s = self._stats
             return ReceiverStats(
-                s.flushes, s.rows_submitted, s.rows_retained, s.rows_dropped, s.rows_failed, s.tcp_connections
+                s.flushes,
+                forwarded.rows_submitted,
+                forwarded.rows_retained,
+                forwarded.rows_dropped,
+                forwarded.rows_failed,
+                s.tcp_connections,
             )
 
     async def start(self) -> None:
@@ -299,7 +240,8 @@ class StatsdReceiver:
             self._udp_port = udp.getsockname()[1]
             self._tcp_port = tcp.getsockname()[1]
             self._tcp = await loop.create_server(lambda: _Stream(self), sock=tcp)
-            loop.add_reader(udp.fileno(), _Datagrams(udp, self.aggregator))
+            ingest = self.aggregator.ingest
+            loop.add_reader(udp.fileno(), DatagramReader(udp, lambda data, _sender: ingest(data), "StatsD"))
             self._udp = udp
         except BaseException:
             if self._tcp is not None:
@@ -332,18 +274,8 @@ class StatsdReceiver:
             self._flusher = None
         # Closed connections hand over their last partial line; let their callbacks run first.
         await asyncio.sleep(0)
-        deadline = time.monotonic() + FINAL_FLUSH_TIMEOUT_S
         await self.flush_now()
-        while self._retained and time.monotonic() < deadline:
-            await asyncio.sleep(_FINAL_FLUSH_RETRY_S)
-            await self.flush_now(aggregate=False)
-        if self._retained:
-            lost = sum(batch.num_rows for batch in self._retained)
-            with self._stats_lock:
-                self._stats.rows_dropped += lost
-                self._stats.rows_retained = 0
-            self._retained = []
-            logger.error("StatsD: %d aggregated rows were lost at shutdown: the pipeline kept refusing them", lost)
+        await self._forwarder.drain(FINAL_FLUSH_TIMEOUT_S)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -367,65 +299,6 @@ class StatsdReceiver:
                 batches = await asyncio.to_thread(self.aggregator.flush, time.time())
                 with self._stats_lock:
                     self._stats.flushes += 1
-            self._submit(batches)
+            self._forwarder.submit(batches)
         except Exception:  # the loop must survive a bad flush; the next one starts afresh
             logger.exception("StatsD flush failed")
-
-    def _submit(self, batches: list[RowBatch]) -> None:
-        pending = _merge([*self._retained, *batches])
-        if not pending:
-            return
-        rows = sum(batch.num_rows for batch in pending)
-        try:
-            futures = self.consumer.submit_all(pending)
-        except RetryableError as exc:
-            self._retained = self._bounded(pending)
-            logger.warning("StatsD: %d rows kept for the next flush: %s", rows, exc)
-            with self._stats_lock:
-                self._stats.rows_retained = sum(batch.num_rows for batch in self._retained)
-            return
-        except Exception:
-            self._retained = []
-            logger.exception("StatsD: handing %d rows on failed; they are lost", rows)
-            with self._stats_lock:
-                self._stats.rows_dropped += rows
-                self._stats.rows_retained = 0
-            return
-        self._retained = []
-        with self._stats_lock:
-            self._stats.rows_submitted += rows
-            self._stats.rows_retained = 0
-        for batch, future in zip(pending, futures, strict=True):
-            future.add_done_callback(functools.partial(self._written, rows=batch.num_rows))
-
-    def _bounded(self, pending: list[RowBatch]) -> list[RowBatch]:
-        """`pending` without its oldest rows beyond `max_retained_rows`, largest tables cut first."""
-        excess = sum(batch.num_rows for batch in pending) - self.max_retained_rows
-        if excess <= 0:
-            return pending
-        with self._stats_lock:
-            self._stats.rows_dropped += excess
-        logger.error(
-            "StatsD: dropping the %d oldest aggregated rows: over %d rows wait for a pipeline that keeps refusing",
-            excess,
-            self.max_retained_rows,
-        )
-        kept: list[RowBatch] = []
-        for batch in sorted(pending, key=lambda b: b.num_rows, reverse=True):
-            cut = min(excess, batch.num_rows)
-            excess -= cut
-            if cut < batch.num_rows:
-                kept.append(RowBatch(batch.table, batch.rows.slice(cut)))
-        return kept
-
-    def _written(self, future: Future[None], rows: int) -> None:
-        error = future.exception()
-        if error is None:
-            return
-        with self._stats_lock:
-            self._stats.rows_failed += rows
-            log = time.monotonic() >= self._next_failure_log
-            if log:
-                self._next_failure_log = time.monotonic() + _FAILED_WRITE_LOG_INTERVAL_S
-        if log:
-            logger.error("StatsD: writing %d aggregated rows failed: %s", rows, error)

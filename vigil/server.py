@@ -135,6 +135,7 @@ class Vigil:
             traces_retention_days=settings.traces_retention_days,
             logs_retention_days=settings.logs_retention_days,
             metrics_retention_days=settings.metrics_retention_days,
+            flows_retention_days=settings.flows_retention_days,
         )
         await asyncio.to_thread(migrate, client, ctx)
         reader = StoreReader(client, database)

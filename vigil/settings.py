@@ -87,11 +87,23 @@ class Settings(BaseSettings):
     statsd_service_segments: int = Field(default=0, ge=0, le=8)
     statsd_default_service: str = Field(default="statsd", min_length=1)
 
-    # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS:
-    # rows older than this are dropped by ClickHouse TTL.
+    # VIGIL_NETFLOW_PORT / VIGIL_IPFIX_PORT: UDP ports for flow records; both take NetFlow v5, v9 and
+    # IPFIX (the ports are conventions of exporters). VIGIL_NETFLOW_ENABLED=false turns both off.
+    netflow_port: Port = 2055
+    ipfix_port: Port = 4739
+    netflow_enabled: bool = True
+    # VIGIL_NETFLOW_TEMPLATE_TIMEOUT: a v9/IPFIX template not re-sent for this long is forgotten.
+    netflow_template_timeout: float = Field(default=1800.0, gt=0)
+    # VIGIL_PREFIX_FILE: CSV (cidr,customer,site) or YAML naming the customer and site of address
+    # ranges; flows are tagged at both ends by longest-prefix match. Re-read when it changes.
+    prefix_file: str = ""
+
+    # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS /
+    # VIGIL_FLOWS_RETENTION_DAYS: rows older than this are dropped by ClickHouse TTL.
     traces_retention_days: int = Field(default=7, ge=1, le=3650)
     logs_retention_days: int = Field(default=7, ge=1, le=3650)
     metrics_retention_days: int = Field(default=30, ge=1, le=3650)
+    flows_retention_days: int = Field(default=7, ge=1, le=3650)
 
     # VIGIL_MAX_BATCH_ROWS: requests are appended to the write-ahead log (and acknowledged) in
     # groups, once this many rows wait ...
@@ -130,7 +142,9 @@ class Settings(BaseSettings):
     # VIGIL_LOG_LEVEL: Vigil's own log level.
     log_level: str = "INFO"
 
-    @field_validator("max_batch_age", "insert_interval", "statsd_flush_interval", mode="before")
+    @field_validator(
+        "max_batch_age", "insert_interval", "statsd_flush_interval", "netflow_template_timeout", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)

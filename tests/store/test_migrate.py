@@ -5,6 +5,10 @@ from vigil.store.migrate import applied_versions, migrate
 from vigil.store.schema import MIGRATIONS, DdlContext
 
 EXPECTED_TABLES = [
+    "flow_exporters",
+    "flows",
+    "flows_1m",
+    "flows_1m_mv",
     "logs",
     "metrics_catalog",
     "metrics_exp_histogram",
@@ -37,7 +41,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -45,7 +49,7 @@ def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_clien
     migrate(chdb_client, ctx)
     assert migrate(chdb_client, ctx) == []
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(3,)]
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(4,)]
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
@@ -64,7 +68,13 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
     migrate(chdb_client, DdlContext(database=database, traces_retention_days=7))
     migrate(
         chdb_client,
-        DdlContext(database=database, traces_retention_days=3, logs_retention_days=5, metrics_retention_days=9),
+        DdlContext(
+            database=database,
+            traces_retention_days=3,
+            logs_retention_days=5,
+            metrics_retention_days=9,
+            flows_retention_days=4,
+        ),
     )
     rows = chdb_client.query(
         "SELECT name, extract(create_table_query, 'TTL (.+?) SETTINGS') FROM system.tables "
@@ -72,6 +82,9 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         parameters={"d": database},
     ).result_rows
     assert rows == [
+        ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
+        ("flows", "toDateTime(TimeReceived) + toIntervalDay(4)"),
+        ("flows_1m", "Minute + toIntervalDay(4)"),
         ("logs", "toDateTime(Timestamp) + toIntervalDay(5)"),
         ("metrics_catalog", "Day + toIntervalDay(9)"),
         ("metrics_exp_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),

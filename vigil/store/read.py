@@ -15,6 +15,15 @@ from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
 
+from vigil.store.flows_read import (
+    NetworkHealth,
+    ThroughputSeries,
+    TopTalker,
+    TopTalkersBy,
+    network_health,
+    throughput,
+    top_talkers,
+)
 from vigil.store.metrics_read import MetricInfo, MetricQuery, Series, metric_catalog, metric_series, metric_types
 
 __all__ = [
@@ -326,6 +335,32 @@ class StoreReader:
     def metric_series(self, query: MetricQuery) -> list[Series]:
         """One metric aggregated per step; see `vigil.store.metrics_read` for what each `agg` means."""
         return metric_series(self._query, query)
+
+    def top_talkers(self, *, by: TopTalkersBy, start_s: float, end_s: float, limit: int) -> list[TopTalker]:
+        return top_talkers(self._query, by=by, start_s=start_s, end_s=end_s, limit=limit)
+
+    def throughput(
+        self,
+        *,
+        start_s: float,
+        end_s: float,
+        step_s: int,
+        customer: str | None = None,
+        interface: int | None = None,
+        exporter: str | None = None,
+    ) -> list[ThroughputSeries]:
+        return throughput(
+            self._query,
+            start_s=start_s,
+            end_s=end_s,
+            step_s=step_s,
+            customer=customer,
+            interface=interface,
+            exporter=exporter,
+        )
+
+    def network_health(self, *, start_s: float, end_s: float) -> NetworkHealth:
+        return network_health(self._query, start_s=start_s, end_s=end_s)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace, ordered by start time; empty when the trace is unknown."""

@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 __all__ = [
+    "FLOWS",
+    "FLOWS_1M",
     "FLOWS_ARROW_SCHEMA",
+    "FLOW_EXPORTERS",
+    "FLOW_EXPORTERS_ARROW_SCHEMA",
     "LOGS",
     "LOGS_ARROW_SCHEMA",
     "METRICS_CATALOG",
@@ -229,6 +233,25 @@ FLOWS_ARROW_SCHEMA = pa.schema(
     ]
 )
 
+# What a flow receiver knows of each exporter (per version and observation domain), reported
+# periodically; counts are since the receiver started.
+FLOW_EXPORTERS_ARROW_SCHEMA = pa.schema(
+    [
+        ("Time", pa.timestamp("ns", tz="UTC")),
+        ("Exporter", pa.binary(16)),
+        ("FlowVersion", pa.uint8()),
+        ("ObservationDomain", pa.uint32()),
+        ("FirstSeen", pa.timestamp("ns", tz="UTC")),
+        ("LastSeen", pa.timestamp("ns", tz="UTC")),
+        ("Packets", pa.uint64()),
+        ("Flows", pa.uint64()),
+        ("Malformed", pa.map_(pa.string(), pa.uint64())),
+        ("Templates", pa.list_(pa.uint16())),
+        ("SamplingRate", pa.uint32()),
+        ("GivenUp", pa.uint64()),
+    ]
+)
+
 
 @dataclass(frozen=True, slots=True)
 class DdlContext:
@@ -239,6 +262,7 @@ class DdlContext:
     traces_retention_days: int = 7
     logs_retention_days: int = 7
     metrics_retention_days: int = 30
+    flows_retention_days: int = 7
 
     @property
     def on_cluster(self) -> str:
@@ -264,6 +288,8 @@ class Table:
     settings: str = "index_granularity = 8192, non_replicated_deduplication_window = 1000"
     # Distributed sharding key; spans shard by trace so one trace is on one shard.
     shard_key: str = "rand()"
+    # ReplacingMergeTree's version column: of rows with one key, the highest version is kept.
+    version_column: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +596,124 @@ _METRIC_OBJECTS: tuple[Table | MaterializedView, ...] = (
     *(_catalog_view(metric_type, table) for metric_type, table in METRIC_TABLES.items()),
 )
 
+
+def _flows_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(TimeReceived) + toIntervalDay({ctx.flows_retention_days})"
+
+
+def _flows_minute_ttl(ctx: DdlContext) -> str:
+    return f"Minute + toIntervalDay({ctx.flows_retention_days})"
+
+
+# Flows are bucketed by when Vigil received them, not by the exporter's flow times: exporter
+# clocks and uptime arithmetic go wrong (softflowd's v9 times wrap 49.7 days ahead), and on-call
+# questions are about "now".
+FLOWS = Table(
+    name="flows",
+    columns="""
+    TimeReceived DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    FlowStart DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    FlowEnd DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    Exporter IPv6,
+    FlowVersion UInt8,
+    ObservationDomain UInt32,
+    SrcAddr IPv6,
+    DstAddr IPv6,
+    SrcPort UInt16,
+    DstPort UInt16,
+    Protocol UInt8,
+    TcpFlags UInt8,
+    Tos UInt8,
+    InputInterface UInt32,
+    OutputInterface UInt32,
+    Bytes UInt64,
+    Packets UInt64,
+    SamplingRate UInt32,
+    SrcAs UInt32,
+    DstAs UInt32,
+    SrcPrefix LowCardinality(String),
+    SrcCustomer LowCardinality(String),
+    SrcSite LowCardinality(String),
+    DstPrefix LowCardinality(String),
+    DstCustomer LowCardinality(String),
+    DstSite LowCardinality(String)""",
+    engine="MergeTree",
+    partition_by="toDate(TimeReceived)",
+    order_by="(toStartOfMinute(TimeReceived), Exporter, InputInterface)",
+    ttl=_flows_ttl,
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000",
+)
+
+# Per minute, exporter, interface and direction: traffic entering on the input interface counts
+# for the source's customer ("in"), traffic leaving on the output interface for the destination's
+# ("out"), so each flow appears once per direction. Bytes and packets are scaled by the sampling
+# rate; flows are counted as exported. SynNoAck and Rst count TCP flows whose cumulative flags
+# show a handshake that never completed, or a reset.
+FLOWS_1M = Table(
+    name="flows_1m",
+    columns="""
+    Minute DateTime('UTC') CODEC(Delta, LZ4),
+    Exporter IPv6,
+    Interface UInt32,
+    Direction LowCardinality(String),
+    Customer LowCardinality(String),
+    Protocol UInt8,
+    Bytes SimpleAggregateFunction(sum, UInt64),
+    Packets SimpleAggregateFunction(sum, UInt64),
+    Flows SimpleAggregateFunction(sum, UInt64),
+    TcpFlows SimpleAggregateFunction(sum, UInt64),
+    SynNoAck SimpleAggregateFunction(sum, UInt64),
+    Rst SimpleAggregateFunction(sum, UInt64)""",
+    engine="AggregatingMergeTree",
+    partition_by="toDate(Minute)",
+    order_by="(Exporter, Interface, Direction, Customer, Protocol, Minute)",
+    ttl=_flows_minute_ttl,
+)
+
+
+def _exporters_ttl(ctx: DdlContext) -> str:
+    return f"toDateTime(Time) + toIntervalDay({ctx.flows_retention_days})"
+
+
+FLOW_EXPORTERS = Table(
+    name="flow_exporters",
+    columns="""
+    Time DateTime64(9, 'UTC'),
+    Exporter IPv6,
+    FlowVersion UInt8,
+    ObservationDomain UInt32,
+    FirstSeen DateTime64(9, 'UTC'),
+    LastSeen DateTime64(9, 'UTC'),
+    Packets UInt64,
+    Flows UInt64,
+    Malformed Map(LowCardinality(String), UInt64),
+    Templates Array(UInt16),
+    SamplingRate UInt32,
+    GivenUp UInt64""",
+    engine="ReplacingMergeTree",
+    version_column="Time",
+    order_by="(Exporter, FlowVersion, ObservationDomain)",
+    ttl=_exporters_ttl,
+)
+
+FLOWS_1M_MV = MaterializedView(
+    name="flows_1m_mv",
+    source="flows",
+    target="flows_1m",
+    select="""
+    SELECT toStartOfMinute(TimeReceived) AS Minute, Exporter,
+           side.1 AS Interface, side.2 AS Direction, side.3 AS Customer, Protocol,
+           sum(Bytes * SamplingRate) AS Bytes,
+           sum(Packets * SamplingRate) AS Packets,
+           count() AS Flows,
+           countIf(Protocol = 6) AS TcpFlows,
+           countIf(Protocol = 6 AND bitAnd(TcpFlags, 2) != 0 AND bitAnd(TcpFlags, 16) = 0) AS SynNoAck,
+           countIf(Protocol = 6 AND bitAnd(TcpFlags, 4) != 0) AS Rst
+    FROM {source}
+    ARRAY JOIN [(InputInterface, 'in', SrcCustomer), (OutputInterface, 'out', DstCustomer)] AS side
+    GROUP BY Minute, Exporter, Interface, Direction, Customer, Protocol""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -578,6 +722,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(2, "logs", (LOGS,)),
     Migration(3, "metrics: one table per point type, and the metrics catalog", _METRIC_OBJECTS),
+    Migration(4, "flows, their per-minute rollup, and flow exporters", (FLOWS, FLOWS_1M, FLOWS_1M_MV, FLOW_EXPORTERS)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -588,10 +733,11 @@ def _local(name: str, ctx: DdlContext) -> str:
 
 
 def _engine(table: Table, ctx: DdlContext) -> str:
+    args = [table.version_column] if table.version_column else []
     if not ctx.cluster:
-        return f"{table.engine}()"
-    zk_path = f"'/clickhouse/tables/{{shard}}/{ctx.database}/{table.name}'"
-    return f"Replicated{table.engine}({zk_path}, '{{replica}}')"
+        return f"{table.engine}({', '.join(args)})"
+    replicated = [f"'/clickhouse/tables/{{shard}}/{ctx.database}/{table.name}'", "'{replica}'", *args]
+    return f"Replicated{table.engine}({', '.join(replicated)})"
 
 
 def _create_table(table: Table, ctx: DdlContext) -> list[str]:

@@ -18,7 +18,7 @@ __all__ = ["StoreWriter"]
 logger = logging.getLogger(__name__)
 
 # Tables a collector may write; anything else is a programming error, not a retryable one.
-_SIGNAL_TABLES = frozenset({"spans", "logs", *METRIC_TABLES.values()})
+_SIGNAL_TABLES = frozenset({"spans", "logs", "flows", "flow_exporters", *METRIC_TABLES.values()})
 
 
 class StoreWriter:
