@@ -1,10 +1,11 @@
-"""One collector: OTLP (and StatsD) receivers, decoding, batching, and this collector's write-ahead log.
+"""One collector: OTLP (and StatsD and NetFlow) receivers, decoding, batching, and this collector's write-ahead log.
 
 `vigil serve` runs one collector in its own process (`VIGIL_COLLECTOR_PROCESSES=0`) or several
 in child processes (`vigil.collector.process`) that share the OTLP ports with SO_REUSEPORT.
 A collector never talks to ClickHouse: the inserter in the process that owns the store picks
-up its log segments. StatsD runs in the first collector only: one aggregator sees every line, so
-a gauge, set or percentile of an interval is one row, not one per process.
+up its log segments. StatsD and NetFlow run in the first collector only: one StatsD aggregator sees
+every line, so a gauge, set or percentile of an interval is one row, not one per process; one flow
+decoder holds every exporter's templates.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import uvicorn
 from starlette.applications import Starlette
 
 from vigil.collector.batcher import Batcher, BatcherConfig
+from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.decode_pool import DecodePool
+from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.ingest import OtlpIngest
+from vigil.collector.netflow_receiver import NetflowReceiver
 from vigil.collector.otlp_grpc import OtlpGrpcReceiver
 from vigil.collector.otlp_http import create_otlp_http_app
 from vigil.collector.statsd_aggregate import StatsdConfig
@@ -54,6 +58,10 @@ class CollectorConfig:
     # StatsD on UDP and TCP; None: not in this collector.
     statsd_port: int | None = None
     statsd: StatsdConfig = field(default_factory=StatsdConfig)
+    # NetFlow v5/v9 and IPFIX on these UDP ports; None: not in this collector.
+    netflow_ports: tuple[int, ...] | None = None
+    netflow: NetflowConfig = field(default_factory=NetflowConfig)
+    prefix_file: str = ""
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -97,6 +105,7 @@ class Collector:
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._statsd: StatsdReceiver | None = None
+        self._netflow: NetflowReceiver | None = None
 
     @property
     def statsd_port(self) -> int:
@@ -129,12 +138,19 @@ class Collector:
         if config.statsd_port is not None:
             self._statsd = StatsdReceiver(config.host, config.statsd_port, config.statsd, self._batcher)
             await self._statsd.start()
+        if config.netflow_ports is not None:
+            prefixes = ReloadingPrefixMap(config.prefix_file or None)
+            self._netflow = NetflowReceiver(config.host, config.netflow_ports, config.netflow, prefixes, self._batcher)
+            await self._netflow.start()
 
     async def shutdown(self) -> None:
         """Stop receiving, then write everything acknowledged-to-be into the log. Idempotent."""
         if self._statsd is not None:
             await self._statsd.stop()  # its last flush goes to the batcher, still running
             self._statsd = None
+        if self._netflow is not None:
+            await self._netflow.stop()
+            self._netflow = None
         if self._grpc is not None:
             await self._grpc.shutdown()
             self._grpc = None

@@ -171,9 +171,10 @@ class PrefixMap:
         entries, more = _validate(rows)
         problems += more
         if problems:
-            problems.sort(key=lambda problem: problem[0])
+            problems.sort(key=lambda item: item[0])
             raise PrefixFileError(
-                source, [f"{source}:{line}: {text}" if line else f"{source}: {text}" for line, text in problems]
+                source,
+                [f"{source}:{line}: {problem}" if line else f"{source}: {problem}" for line, problem in problems],
             )
         return cls(entries)
 

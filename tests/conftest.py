@@ -86,6 +86,8 @@ def vigil_settings(chdb_url: str, database: str, tmp_path: Path) -> dict[str, An
         "otlp_http_port": 0,
         "otlp_grpc_port": 0,
         "statsd_port": 0,
+        "netflow_port": 0,
+        "ipfix_port": 0,
         "statsd_flush_interval": "100ms",
         "collector_processes": 0,
         "max_batch_age": "5ms",

@@ -33,6 +33,8 @@ def vigil_env(data: Path) -> dict[str, str]:
         VIGIL_OTLP_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_GRPC_PORT=str(free_port()),
         VIGIL_STATSD_PORT=str(free_port()),
+        VIGIL_NETFLOW_PORT="0",
+        VIGIL_IPFIX_PORT="0",
         VIGIL_STATSD_FLUSH_INTERVAL="200ms",
         VIGIL_COLLECTOR_PROCESSES="1",
         VIGIL_MAX_BATCH_AGE="20ms",

@@ -30,6 +30,8 @@ from fastapi import FastAPI
 
 from vigil.api.app import create_app
 from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
+from vigil.collector.decode.netflow import NetflowConfig
+from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.process import CollectorProcesses
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.writer import Inserter, InserterConfig
@@ -55,6 +57,8 @@ class Ports:
     otlp_http: int
     otlp_grpc: int
     statsd: int = 0  # UDP and TCP; 0 when StatsD is off
+    netflow: int = 0  # UDP; 0 when flows are off
+    ipfix: int = 0
 
 
 def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
@@ -103,6 +107,20 @@ def _statsd_port(host: str, port: int) -> int:
                 ) from None
             return int(udp.getsockname()[1])
     raise ConfigError(f"VIGIL_STATSD_PORT: no port free on both UDP and TCP at {host}")
+
+
+def _udp_port(host: str, port: int, variable: str) -> int:
+    """`port` if free on UDP, or for 0 a free one, checked before collectors start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"{variable}: cannot listen on UDP {host}:{port} ({exc.strerror}); if another flow collector "
+                "owns it, choose another port or set VIGIL_NETFLOW_ENABLED=false"
+            ) from None
+        return int(udp.getsockname()[1])
 
 
 class Vigil:
@@ -156,6 +174,16 @@ class Vigil:
         # Not shared: a second server on the web port is a mistake to report, not to balance.
         web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
         statsd_port = _statsd_port(host, settings.statsd_port) if settings.statsd_enabled else None
+        netflow_ports = (
+            (
+                _udp_port(host, settings.netflow_port, "VIGIL_NETFLOW_PORT"),
+                _udp_port(host, settings.ipfix_port, "VIGIL_IPFIX_PORT"),
+            )
+            if settings.netflow_enabled
+            else None
+        )
+        # Fails the start now, naming the file, rather than in a collector process.
+        ReloadingPrefixMap(settings.prefix_file or None)
         statsd = StatsdConfig(
             flush_interval=settings.statsd_flush_interval,
             percentiles=settings.statsd_percentile_values,
@@ -178,6 +206,9 @@ class Vigil:
                 max_grpc_message_bytes=settings.max_grpc_message_bytes,
                 statsd_port=statsd_port if index == 0 else None,
                 statsd=statsd,
+                netflow_ports=netflow_ports if index == 0 else None,
+                netflow=NetflowConfig(template_timeout_s=settings.netflow_template_timeout),
+                prefix_file=settings.prefix_file,
             )
             for index in range(max(resolve_processes(settings.collector_processes), 1))
         ]
@@ -200,12 +231,15 @@ class Vigil:
             otlp_http=configs[0].otlp_http_port,
             otlp_grpc=configs[0].otlp_grpc_port,
             statsd=statsd_port or 0,
+            netflow=netflow_ports[0] if netflow_ports else 0,
+            ipfix=netflow_ports[1] if netflow_ports else 0,
         )
         logger.info(
             "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  StatsD %s  "
-            "store %s (database %s), %d collector process(es)",
+            "NetFlow/IPFIX %s  store %s (database %s), %d collector process(es)",
             host, self.ports.http, host, self.ports.otlp_grpc, host, self.ports.otlp_http,
             f"{host}:{self.ports.statsd} (UDP, TCP)" if self.ports.statsd else "off",
+            f"{host}:{self.ports.netflow},{self.ports.ipfix} (UDP)" if self.ports.netflow else "off",
             settings.clickhouse_url, database, len(configs) if self._processes else 0,
         )  # fmt: skip
         return self.ports

@@ -397,6 +397,7 @@ def test_a_long_list_of_problems_is_cut_short() -> None:
     assert lines[21:] == ["  ... and 5 more"]
 
 
+# Syntax errors are worded by libyaml, which the module uses when PyYAML has it (the pinned wheel does).
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -687,8 +688,7 @@ def _v4_network(bits: int, length: int) -> ipaddress.IPv4Network:
 
 
 def _v6_network(bits: int, length: int) -> ipaddress.IPv6Network:
-    network = ipaddress.IPv6Network((bits >> (128 - length) << (128 - length), length))
-    return network
+    return ipaddress.IPv6Network((bits >> (128 - length) << (128 - length), length))
 
 
 # A few leading bits shared by most prefixes and addresses, so that prefixes nest and addresses hit them.

@@ -1,0 +1,209 @@
+"""The flow receiver: NetFlow v5/v9 and IPFIX over UDP, decoded, enriched and handed to the batcher.
+
+Both ports (2055 and 4739 by convention) take every version; the version is in each packet. One
+`NetflowDecoder` keeps the templates of every exporter. Decoded flows gather for a short interval
+(or up to `max_batch_flows`), are tagged with customer, site and prefix from the prefix file, and
+go to the batcher as one `flows` batch, so the write-ahead log sees few large appends rather than
+one per packet. Every `status_interval_s` the decoder's view of each exporter (last seen,
+templates, sampling, malformed counts) is written to `flow_exporters`, and expired templates and
+held data sets are dropped.
+
+Wiring, on the collector's loop::
+
+    receiver = NetflowReceiver("127.0.0.1", [2055, 4739], NetflowConfig(), ReloadingPrefixMap(path), batcher)
+    await receiver.start()      # receiver.ports
+    ...
+    await receiver.stop()       # then batcher.shutdown()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from vigil.collector.decode.netflow import ExporterStatus, NetflowConfig, NetflowDecoder, exporter_key
+from vigil.collector.enrich import ReloadingPrefixMap, enrich
+from vigil.collector.forwarding import BatchSubmitter, DatagramReader, Forwarder, udp_socket
+from vigil.store.schema import FLOW_EXPORTERS_ARROW_SCHEMA
+from vigil.types import RowBatch
+
+__all__ = ["NetflowReceiver"]
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH_FLOWS = 50_000
+MAX_RETAINED_FLOWS = 1_000_000
+FINAL_FLUSH_TIMEOUT_S = 5.0
+_PROBLEM_LOG_INTERVAL_S = 10.0
+
+
+def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
+    """`flow_exporters` rows for the decoder's view of each exporter at `now_ns`."""
+    columns: dict[str, list[object]] = {field.name: [] for field in FLOW_EXPORTERS_ARROW_SCHEMA}
+    for status in statuses:
+        values = {
+            "Time": now_ns,
+            "Exporter": status.exporter,
+            "FlowVersion": status.version,
+            "ObservationDomain": status.domain,
+            "FirstSeen": int(status.first_seen * 1e9),
+            "LastSeen": int(status.last_seen * 1e9),
+            "Packets": status.packets,
+            "Flows": status.flows,
+            "Malformed": sorted(status.malformed.items()),
+            "Templates": sorted({*status.templates, *status.options_templates}),
+            "SamplingRate": status.sampling_rate or 0,  # 0: never announced
+            "GivenUp": status.given_up,
+        }
+        for name, value in values.items():
+            columns[name].append(value)
+    arrays = []
+    for field in FLOW_EXPORTERS_ARROW_SCHEMA:
+        values = columns[field.name]
+        if pa.types.is_timestamp(field.type):
+            arrays.append(pa.array(values, pa.int64()).cast(field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=FLOW_EXPORTERS_ARROW_SCHEMA)
+
+
+class NetflowReceiver:
+    """NetFlow/IPFIX on UDP `ports` of `host` (0 picks a free port; see `ports`)."""
+
+    def __init__(
+        self,
+        host: str,
+        ports: Sequence[int],
+        config: NetflowConfig,
+        prefixes: ReloadingPrefixMap,
+        consumer: BatchSubmitter,
+        *,
+        batch_interval_s: float = 0.1,
+        status_interval_s: float = 5.0,
+        max_batch_flows: int = MAX_BATCH_FLOWS,
+    ) -> None:
+        self.host = host
+        self.requested_ports = list(ports)
+        self.prefixes = prefixes
+        self.batch_interval_s = batch_interval_s
+        self.status_interval_s = status_interval_s
+        self.max_batch_flows = max_batch_flows
+        self.decoder = NetflowDecoder(config)
+        self._forwarder = Forwarder(consumer, "NetFlow", MAX_RETAINED_FLOWS)
+        self._sockets: list[socket.socket] = []
+        self._pending: list[pa.Table] = []
+        self._pending_flows = 0
+        self._senders: dict[str, bytes] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._problems_since_log = 0
+        self._next_problem_log = 0.0
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(sock.getsockname()[1]) for sock in self._sockets]
+
+    def forwarded(self) -> int:
+        """Flows handed to the batcher so far (exporter reports not counted)."""
+        return self._forwarder.stats().rows_submitted
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for port in self.requested_ports:
+                sock = udp_socket(self.host)
+                self._sockets.append(sock)
+                try:
+                    sock.bind((self.host, port))
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"cannot listen for NetFlow/IPFIX on UDP {self.host}:{port}: {exc.strerror}"
+                    ) from None
+                loop.add_reader(sock.fileno(), DatagramReader(sock, self._packet, "NetFlow", with_sender=True))
+        except BaseException:
+            self._close_sockets()
+            raise
+        self._stopping.clear()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="vigil-netflow-flush")
+
+    async def stop(self) -> None:
+        """Stop listening, then hand on every decoded flow and a last exporter report. Idempotent."""
+        if not self._sockets:
+            return
+        self._close_sockets()
+        if self._flusher is not None:
+            self._stopping.set()
+            await self._flusher  # not cancelled: a flush in progress must finish
+            self._flusher = None
+        self.flush_now(report=True)
+        await self._forwarder.drain(FINAL_FLUSH_TIMEOUT_S)
+
+    def _close_sockets(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets = []
+
+    def _packet(self, data: bytes, sender: tuple[str, int] | None) -> None:
+        host = sender[0] if sender is not None else "::"
+        exporter = self._senders.get(host)
+        if exporter is None:
+            exporter = self._senders[host] = exporter_key(host.split("%", 1)[0])
+        batch = self.decoder.decode(data, exporter, time.time_ns())
+        if batch.problems:
+            self._log_problems(batch.problems)
+        if batch.flows.num_rows:
+            self._pending.append(batch.flows)
+            self._pending_flows += batch.flows.num_rows
+            if self._pending_flows >= self.max_batch_flows:
+                self.flush_now()
+
+    def _log_problems(self, problems: list[str]) -> None:
+        """Malformed input is counted per exporter (see `flow_exporters`); the log gets a sample."""
+        self._problems_since_log += len(problems)
+        now = time.monotonic()
+        if now >= self._next_problem_log:
+            logger.warning(
+                "NetFlow: %d malformed packets or sets since the last report, e.g. %s",
+                self._problems_since_log,
+                problems[0],
+            )
+            self._problems_since_log = 0
+            self._next_problem_log = now + _PROBLEM_LOG_INTERVAL_S
+
+    def flush_now(self, *, report: bool = False) -> None:
+        """Enrich and hand on the flows decoded so far (and, with `report`, the exporters' status)."""
+        try:
+            batches: list[RowBatch] = []
+            if self._pending:
+                flows = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+                self._pending, self._pending_flows = [], 0
+                batches.append(RowBatch("flows", enrich(flows, self.prefixes.current())))
+            if report:
+                self.decoder.expire()
+                statuses = self.decoder.exporters()
+                if statuses:
+                    batches.append(RowBatch("flow_exporters", exporter_rows(statuses, time.time_ns())))
+            self._forwarder.submit(batches)
+        except Exception:  # the receiver must survive a bad flush; the next one starts afresh
+            logger.exception("NetFlow flush failed")
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_report = loop.time() + self.status_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.batch_interval_s)
+                return
+            except TimeoutError:
+                pass
+            report = loop.time() >= next_report
+            if report:
+                next_report = loop.time() + self.status_interval_s
+            self.flush_now(report=report)
