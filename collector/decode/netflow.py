@@ -1059,6 +1059,8 @@ def _ntp_ns(v: _Array, micro: bool) -> _Array:
         fraction &= 0xFFFFF800  # dateTimeMicroseconds: the low 11 bits of the fraction are ignored
     seconds = np.where(seconds < 2**31, seconds + _U32, seconds) - _NTP_TO_UNIX_S  # RFC 4330 §3: eras
     ns = seconds * 1_000_000_000 + ((fraction * 1_000_000_000 + 2**31) >> 32).astype(np.int64)  # to the nearest
+    if micro:  # 2**-21 s steps: back to the microsecond they stand for
+        ns = (ns + 500) // 1000 * 1000
     result: _Array = np.where(v == 0, 0, np.maximum(ns, 0))
     return result
 
