@@ -64,11 +64,11 @@ def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
             columns[name].append(value)
     arrays = []
     for field in FLOW_EXPORTERS_ARROW_SCHEMA:
-        values = columns[field.name]
+        column = columns[field.name]
         if pa.types.is_timestamp(field.type):
-            arrays.append(pa.array(values, pa.int64()).cast(field.type))
+            arrays.append(pa.array(column, pa.int64()).cast(field.type))
         else:
-            arrays.append(pa.array(values, field.type))
+            arrays.append(pa.array(column, field.type))
     return pa.Table.from_arrays(arrays, schema=FLOW_EXPORTERS_ARROW_SCHEMA)
 
 

@@ -58,7 +58,6 @@ _Field = tuple[int, int, int]  # information element id, length (65535: variable
 _DomainKey = tuple[bytes, int, int]  # exporter (16 bytes), version, observation domain / source id
 
 _V4_PREFIX: Final = bytes(10) + b"\xff\xff"
-_V4_PREFIX_ROW: Final = np.frombuffer(_V4_PREFIX, np.uint8)
 _VARIABLE: Final = 65535
 _MAX_MS: Final = (2**63 - 1) // 1_000_000
 _MAX_S: Final = (2**63 - 1) // 1_000_000_000
@@ -67,79 +66,22 @@ _U32: Final = 2**32
 _SWEEP_INTERVAL_S: Final = 1.0
 _PLAN_CACHE_SIZE: Final = 4096
 _MAX_SAMPLERS: Final = 1024  # per domain; sampler ids come from the wire
-_CONSTANT_CACHE_SIZE: Final = 512
-_TS = pa.timestamp("ns", tz="UTC")
+_LAYOUT_CACHE_BYTES: Final = 32 * 1024 * 1024
+_ALIGNMENT: Final = 64  # Arrow's preferred buffer alignment
 _B16 = pa.binary(16)
-_NAMES: Final = FLOWS_ARROW_SCHEMA.names
-_TYPES: Final = [f.type for f in FLOWS_ARROW_SCHEMA]
-_EMPTY: Final = FLOWS_ARROW_SCHEMA.empty_table()  # tables are immutable, and building one costs ~0.1 ms
-_NUMPY_TYPES_BY_ARROW: Final[dict[pa.DataType, Any]] = {
-    _TS: np.int64,
-    _B16: np.uint8,
+_NUMPY_TYPES: Final[dict[pa.DataType, Any]] = {
+    pa.timestamp("ns", tz="UTC"): np.int64,
     pa.uint8(): np.uint8,
     pa.uint16(): np.uint16,
     pa.uint32(): np.uint32,
     pa.uint64(): np.uint64,
 }
-_NUMPY_TYPES: Final = [_NUMPY_TYPES_BY_ARROW.get(t) for t in _TYPES]
-_TIMES: Final = frozenset(i for i, t in enumerate(_TYPES) if t == _TS)
-_EXPORTER, _VERSION, _DOMAIN = (
-    FLOWS_ARROW_SCHEMA.get_field_index(name) for name in ("Exporter", "FlowVersion", "ObservationDomain")
-)
-# The columns a chunk carries, in schema order: all but the per-call constants and enrichment.
-_VARYING: Final = tuple(
-    FLOWS_ARROW_SCHEMA.get_field_index(name)
-    for name in [
-        "TimeReceived",
-        "FlowStart",
-        "FlowEnd",
-        "SrcAddr",
-        "DstAddr",
-        "SrcPort",
-        "DstPort",
-        "Protocol",
-        "TcpFlags",
-        "Tos",
-        "InputInterface",
-        "OutputInterface",
-        "Bytes",
-        "Packets",
-        "SamplingRate",
-        "SrcAs",
-        "DstAs",
-    ]
-)
+_EMPTY: Final = FLOWS_ARROW_SCHEMA.empty_table()  # tables are immutable, and building one costs ~0.1 ms
 
 _V5_HEADER = struct.Struct("!HHIIIIBBH")
 _V9_HEADER = struct.Struct("!HHIIII")
 _IPFIX_HEADER = struct.Struct("!HHIII")
 _SET_HEADER = struct.Struct("!HH")
-_V5_FIELDS = (  # name, format, offset in the 48-byte record
-    ("src", ("u1", (4,)), 0),
-    ("dst", ("u1", (4,)), 4),
-    ("in_if", ">u2", 12),
-    ("out_if", ">u2", 14),
-    ("packets", ">u4", 16),
-    ("bytes", ">u4", 20),
-    ("first", ">u4", 24),
-    ("last", ">u4", 28),
-    ("sport", ">u2", 32),
-    ("dport", ">u2", 34),
-    ("flags", "u1", 37),
-    ("proto", "u1", 38),
-    ("tos", "u1", 39),
-    ("src_as", ">u2", 40),
-    ("dst_as", ">u2", 42),
-)
-_V5_RECORD = np.dtype(
-    {
-        "names": [name for name, _, _ in _V5_FIELDS],
-        "formats": [fmt for _, fmt, _ in _V5_FIELDS],
-        "offsets": [offset for _, _, offset in _V5_FIELDS],
-        "itemsize": 48,
-    }
-)
-
 # Flow roles and the information elements that fill them, preferred first. Kinds: "v4"/"v6" are
 # addresses (exactly 4/16 bytes), "int" any unsigned integer of 1..8 bytes (RFC 7011 §6.2 reduced
 # size), "ms"/"s" absolute unix times, "us"/"ns" NTP timestamps (RFC 7011 §6.1.9-10, 8 bytes),
@@ -166,6 +108,10 @@ _ROLES: Final[dict[str, tuple[tuple[int, str], ...]]] = {
     "sampler": ((48, "int"),),
     "interval": ((34, "int"),),
 }
+# Roles copied as they are into their column (numpy casts to the column's type).
+_DIRECT: Final = (("sport", "SrcPort"), ("dport", "DstPort"), ("proto", "Protocol"), ("flags", "TcpFlags"),
+                  ("tos", "Tos"), ("in_if", "InputInterface"), ("out_if", "OutputInterface"), ("bytes", "Bytes"),
+                  ("packets", "Packets"), ("src_as", "SrcAs"), ("dst_as", "DstAs"))  # fmt: skip
 # Options data fields that tell the sampling rate or the exporter's boot time.
 _OPTION_IES: Final = frozenset({34, 48, 50, 160, 305, 306})
 _INT_FORMATS: Final = {1: "u1", 2: ">u2", 4: ">u4", 8: ">u8"}
@@ -182,8 +128,10 @@ class NetflowConfig:
 
 @dataclass(frozen=True, slots=True)
 class FlowBatch:
-    """What one datagram gave: rows of the flows table, one reason per malformed set or packet, and
-    how many held data records were given up (estimated; see `NetflowDecoder.expire`)."""
+    """What one datagram gave: rows of the flows table (exactly `FLOWS_ARROW_SCHEMA`, enrichment
+    columns ""), one reason per malformed set or packet, and how many held data records were given up
+    (estimated; see `NetflowDecoder.expire`). Give-ups happen when they fall due, so they may concern
+    another exporter than the datagram's; each reason names its exporter."""
 
     flows: pa.Table
     problems: list[str] = field(default_factory=list)
@@ -203,7 +151,8 @@ class ExporterStatus:
     counts problems by `PROBLEM_CATEGORIES` key. `sampling_rate` is the domain-wide rate last
     announced (v5 header, options data; None if never) and `sampler_rates` the rate of each sampler
     id. `sequence_gaps` counts packets whose sequence number was not the one expected (a metric:
-    exporters get sequence numbers wrong). Times are unix seconds from the decoder's clock.
+    exporters get sequence numbers wrong). Times are unix seconds from the decoder's clock. Datagrams
+    whose version cannot be read or is unknown are counted under version 0, domain 0.
     """
 
     exporter: bytes
@@ -329,6 +278,12 @@ def _compile(fields: tuple[_Field, ...]) -> _Plan:
     )
 
 
+# A v5 record read as a template (IANA ids; 210 is paddingOctets), so that v5 takes the v9/IPFIX path.
+_V5_PLAN: Final = _compile(tuple((ie, length, 0) for ie, length in (
+    (8, 4), (12, 4), (15, 4), (10, 2), (14, 2), (2, 4), (1, 4), (22, 4), (21, 4), (7, 2), (11, 2), (210, 1), (6, 1),
+    (4, 1), (5, 1), (16, 2), (17, 2), (9, 1), (13, 1), (210, 2))))  # fmt: skip
+
+
 # ---- per-domain state ----------------------------------------------------------------------------
 
 
@@ -387,13 +342,13 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Out:
-    """What one `decode` call gathers. A chunk is a record count and the `_VARYING` columns, each an
-    array or an int that holds for every row. Exporter, version and domain are the same for all the
-    chunks of a call: held sets are only released by a template of their own domain."""
+    """What one `decode` call gathers: the flow records to write, each part with its plan, header
+    context and domain, then problems and give-ups. Exporter, version and domain are the same for
+    every part of a call: held sets are only released by a template of their own domain."""
 
     version: int = 0
     domain_id: int = 0
-    chunks: list[tuple[int, list[_Array | int]]] = field(default_factory=list)
+    parts: list[tuple[_Array, _Plan, _Context, _Domain]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     given_up: int = 0
 
@@ -428,9 +383,8 @@ class NetflowDecoder:
         self._held_by: dict[tuple[_DomainKey, int], list[_Held]] = {}
         self._held_bytes = 0
         self._next_sweep = 0.0
-        self._constants: dict[tuple[int, int, int | bytes], pa.Array] = {}
-        # The columns that vary by call only with the row count, exporter, version and domain.
-        self._bases: dict[tuple[int, bytes, int, int], list[pa.Array]] = {}
+        self._layouts: dict[int, _Layout] = {}  # by row count
+        self._layout_bytes = 0
 
     # -- public --
 
@@ -442,10 +396,10 @@ class NetflowDecoder:
             raise ValueError(f"exporter must be a 16-byte address (see exporter_key), got {len(exporter)} bytes")
         now = self.clock()
         out = _Out()
-        if now >= self._next_sweep:
-            self._sweep(now, out)
         version = int.from_bytes(packet[:2], "big") if len(packet) >= 2 else 0
         try:
+            if now >= self._next_sweep:
+                self._sweep(now, out)
             if version == 5:
                 self._decode_v5(packet, exporter, received_ns, now, out)
             elif version in (9, 10):
@@ -457,11 +411,12 @@ class NetflowDecoder:
                 else:
                     message = f"unknown version {version} (NetFlow v5, v9 and IPFIX are decoded)"
                     out.problem(domain, "bad_version", message)
+            table = self._table(out, exporter)
         except Exception as exc:  # a decoder bug must cost one packet, not the receiver
             domain = self._domain((exporter, version if version in (5, 9, 10) else 0, 0), now)
             out.problem(domain, "internal", f"decoder error {type(exc).__name__}: {exc}")
-            out.chunks.clear()
-        return FlowBatch(self._table(out, exporter), out.problems, out.given_up)
+            table = _EMPTY
+        return FlowBatch(table, out.problems, out.given_up)
 
     def expire(self, now: float | None = None) -> int:
         """Drop templates not refreshed within `template_timeout_s` and data sets held longer than
@@ -583,39 +538,14 @@ class NetflowDecoder:
             domain.sequence_gaps += 1
         domain.next_sequence = (sequence + count) % _U32  # v5 counts flows
         domain.rate = (sampling & 0x3FFF) or 1  # the top 2 bits are the sampling mode
-        room = (len(packet) - _V5_HEADER.size) // _V5_RECORD.itemsize
+        room = (len(packet) - _V5_HEADER.size) // _V5_PLAN.record_length
         if count > room:
             out.problem(domain, "truncated", f"the header counts {count} records but {len(packet)} bytes hold {room}")
         n = min(count, room)
         if n == 0:
             return
-        rec = np.frombuffer(packet, _V5_RECORD, count=n, offset=_V5_HEADER.size)
-        export_ns = secs * 1_000_000_000 + nsecs
-        up = np.uint32(uptime)
-        out.chunks.append(
-            (
-                n,
-                [
-                    received_ns,
-                    _ns_before(export_ns, up - rec["first"]),
-                    _ns_before(export_ns, up - rec["last"]),
-                    _v4(rec["src"]),
-                    _v4(rec["dst"]),
-                    rec["sport"].astype(np.uint16),
-                    rec["dport"].astype(np.uint16),
-                    rec["proto"].astype(np.uint8),
-                    rec["flags"].astype(np.uint8),
-                    rec["tos"].astype(np.uint8),
-                    rec["in_if"].astype(np.uint32),
-                    rec["out_if"].astype(np.uint32),
-                    rec["bytes"].astype(np.uint64),
-                    rec["packets"].astype(np.uint64),
-                    domain.rate,
-                    rec["src_as"].astype(np.uint32),
-                    rec["dst_as"].astype(np.uint32),
-                ],
-            )
-        )
+        rec = np.frombuffer(packet, _V5_PLAN.dtype, count=n, offset=_V5_HEADER.size)
+        out.parts.append((rec, _V5_PLAN, _Context(received_ns, secs * 1_000_000_000 + nsecs, uptime), domain))
         domain.flows += n
 
     # -- v9 and IPFIX --
@@ -696,7 +626,7 @@ class NetflowDecoder:
             if set_id in (template_set, options_set):
                 parse = self._templates if set_id == template_set else self._options_templates
                 for tid in parse(packet, body, body_end, domain, now, out):
-                    records += self._on_template(key, domain, tid, pending, out)
+                    self._on_template(key, domain, tid, pending, out)
             elif set_id >= 256:
                 template = domain.templates.get(set_id)
                 if template is None:
@@ -711,17 +641,15 @@ class NetflowDecoder:
                 out.problem(domain, "reserved_set", f"set id {set_id} is reserved (skipped {set_length} bytes)")
         return records, held
 
-    def _on_template(self, key: _DomainKey, domain: _Domain, tid: int, pending: list[_Pending], out: _Out) -> int:
-        """Release the sets held for a template that just arrived; returns the options records read."""
+    def _on_template(self, key: _DomainKey, domain: _Domain, tid: int, pending: list[_Pending], out: _Out) -> None:
+        """Release the data sets held for a template that just arrived."""
         template = domain.templates[tid]
-        records = 0
         for held in self._release((key, tid)):
             if template.options:
                 self._options_data(held.body, 0, len(held.body), tid, template, domain, out)
             else:
                 assert template.plan is not None
                 pending.append(_Pending(domain, tid, template.plan, held.body, 0, len(held.body), held.context, False))
-        return records
 
     def _store(self, domain: _Domain, tid: int, template: _Template) -> None:
         old = domain.templates.get(tid)
@@ -842,7 +770,7 @@ class NetflowDecoder:
         return records
 
     def _flows(self, p: _Pending, out: _Out) -> int:
-        """Decode a flow data set into a chunk; return its record count."""
+        """Read a flow data set's records for `_table`; return their count."""
         plan = p.plan
         if plan.variable:
             packed, n = _gather(p.data, p.start, p.end, p.template_id, plan, p.domain, out)
@@ -854,48 +782,83 @@ class NetflowDecoder:
             if n == 0 or not plan.is_flow:
                 return n
             rec = np.frombuffer(p.data, plan.dtype, count=n, offset=p.start)
-        out.chunks.append((n, _columns(rec, plan, p.context, p.domain)))
+        out.parts.append((rec, plan, p.context, p.domain))
         p.domain.flows += n
         return n
 
     # -- output --
 
     def _table(self, out: _Out, exporter: bytes) -> pa.Table:
-        if not out.chunks:
+        """Write every part's columns into a copy of the row count's IPC message and read it back:
+        one Arrow call for the table instead of one per column (several times faster per packet)."""
+        n = sum(len(rec) for rec, _, _, _ in out.parts)
+        if n == 0:
             return _EMPTY
-        if len(out.chunks) == 1:
-            n, columns = out.chunks[0]
-        else:
-            n = sum(size for size, _ in out.chunks)
-            columns = [_concatenate(i, [(size, c[i]) for size, c in out.chunks]) for i in range(len(_VARYING))]
-        base = self._bases.get((n, exporter, out.version, out.domain_id))
-        if base is None:
-            if len(self._bases) >= _CONSTANT_CACHE_SIZE:
-                self._bases.clear()
-            base = [self._constant(i, n, 0) for i in range(len(FLOWS_ARROW_SCHEMA))]  # "" strings
-            base[_EXPORTER] = self._constant(_EXPORTER, n, exporter)
-            base[_VERSION] = self._constant(_VERSION, n, out.version)
-            base[_DOMAIN] = self._constant(_DOMAIN, n, out.domain_id)
-            self._bases[(n, exporter, out.version, out.domain_id)] = base
-        arrays = list(base)
-        for i, column in zip(_VARYING, columns, strict=True):
-            if not isinstance(column, int):
-                arrays[i] = _arrow(_TYPES[i], column)
-            elif i in _TIMES:  # a new value each packet: caching would only evict the useful constants
-                arrays[i] = _full(_TS, n, column)
-            else:
-                arrays[i] = self._constant(i, n, column)
-        return pa.Table.from_arrays(arrays, names=_NAMES)  # = FLOWS_ARROW_SCHEMA, and faster than schema=
+        layout = self._layouts.get(n)
+        if layout is None:
+            layout = self._new_layout(n)
+        message = _aligned(layout.message.size)
+        message[:] = layout.message
+        columns = message.view(layout.dtype)[0]
+        start = 0
+        for rec, plan, context, domain in out.parts:
+            _write(columns, start, start + len(rec), rec, plan, context, domain)
+            start += len(rec)
+        columns["Exporter"][:] = np.frombuffer(exporter, np.uint8)
+        columns["FlowVersion"][:] = out.version
+        columns["ObservationDomain"][:] = out.domain_id
+        return pa.Table.from_batches([pa.ipc.read_record_batch(pa.py_buffer(message), FLOWS_ARROW_SCHEMA)])
 
-    def _constant(self, i: int, n: int, value: int | bytes) -> pa.Array:
-        """Column `i` holding `value` in all `n` rows, cached: packets of one exporter repeat these."""
-        key = (i, n, value)
-        array = self._constants.get(key)
-        if array is None:
-            if len(self._constants) >= _CONSTANT_CACHE_SIZE:
-                self._constants.clear()
-            array = self._constants[key] = _full(_TYPES[i], n, value)
-        return array
+    def _new_layout(self, n: int) -> _Layout:
+        if self._layout_bytes > _LAYOUT_CACHE_BYTES:
+            self._layouts.clear()
+            self._layout_bytes = 0
+        layout = self._layouts[n] = _layout(n)
+        self._layout_bytes += layout.message.size
+        return layout
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """An IPC record batch message of `n` rows, all zero and "", and a structured dtype whose fields
+    are the value buffers of its non-string columns (named as the columns) inside that message."""
+
+    message: _Array
+    dtype: np.dtype[np.void]
+
+
+def _aligned(size: int) -> _Array:
+    raw = np.empty(size + _ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _ALIGNMENT
+    return raw[start : start + size]
+
+
+def _layout(n: int) -> _Layout:
+    arrays: list[pa.Array] = []
+    for f in FLOWS_ARROW_SCHEMA:
+        if f.type == pa.string():
+            arrays.append(pa.StringArray.from_buffers(n, pa.py_buffer(np.zeros(n + 1, np.int32)), pa.py_buffer(b"")))
+        else:
+            width = 16 if f.type == _B16 else f.type.bit_width // 8
+            arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(bytes(width * n))]))
+    serialized = pa.RecordBatch.from_arrays(arrays, schema=FLOWS_ARROW_SCHEMA).serialize()
+    message = _aligned(serialized.size)
+    message[:] = np.frombuffer(serialized, np.uint8)
+    # Where each value buffer lies: read the message back (zero-copy, as it is aligned) and look.
+    batch = pa.ipc.read_record_batch(pa.py_buffer(message), FLOWS_ARROW_SCHEMA)
+    names, formats, offsets = [], [], []
+    for f, column in zip(FLOWS_ARROW_SCHEMA, batch.columns, strict=True):
+        if f.type == pa.string():
+            continue  # "" stays ""
+        values = column.buffers()[1]
+        offset = values.address - message.ctypes.data
+        if not 0 <= offset <= message.size - values.size:
+            raise RuntimeError(f"pyarrow copied the IPC buffers of column {f.name}; the flows layout needs zero-copy")
+        names.append(f.name)
+        formats.append((np.uint8, (n, 16)) if f.type == _B16 else (_NUMPY_TYPES[f.type], (n,)))
+        offsets.append(offset)
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": message.size})
+    return _Layout(message, dtype)
 
 
 # ---- wire helpers --------------------------------------------------------------------------------
@@ -1031,20 +994,6 @@ def _uint(a: _Array, length: int, dtype: type[np.unsignedinteger[Any]]) -> _Arra
     return a.astype(dtype)  # narrowing keeps the low bits (a 2-byte tcpFlags keeps its low byte)
 
 
-def _v4(a: _Array) -> _Array:
-    out = np.empty((len(a), 16), np.uint8)
-    out[:, :12] = _V4_PREFIX_ROW
-    out[:, 12:] = a
-    return out
-
-
-def _address(rec: _Array, spec: tuple[str, int, str] | None) -> _Array | int:
-    if spec is None:
-        return 0
-    a = rec[spec[0]]
-    return _v4(a) if spec[2] == "v4" else np.ascontiguousarray(a)
-
-
 def _ns_before(t_ns: int, delta_ms: _Array) -> _Array:
     """`t_ns` less an array of uint32 milliseconds (modular sysUpTime differences), as int64 ns."""
     result: _Array = np.maximum(t_ns - delta_ms.astype(np.int64) * 1_000_000, 0)
@@ -1077,7 +1026,7 @@ def _time(rec: _Array, spec: tuple[str, int, str] | None, context: _Context, dom
     if kind in ("us", "ns"):
         return _ntp_ns(a.astype(np.uint64), kind == "us")
     uptime = _uint(a, length, np.uint32)
-    if domain.version == 9:
+    if domain.version != 10:  # v5 and v9: relative to the header's sysUptime
         # Modular, as nfdump does: flows from before the exporter's boot (softflowd replaying a pcap)
         # wrap, and (sysUptime - first) mod 2**32 still gives their age at export.
         return _ns_before(context.export_ns, np.uint32(context.uptime_ms) - uptime)
@@ -1105,79 +1054,47 @@ def _rates(rec: _Array, roles: dict[str, tuple[str, int, str]], domain: _Domain)
     return rate
 
 
-def _columns(rec: _Array, plan: _Plan, context: _Context, domain: _Domain) -> list[_Array | int]:
-    """The `_VARYING` columns of a flow data set; absent fields are 0 (an int: no array needed)."""
+def _raw(rec: _Array, spec: tuple[str, int, str]) -> _Array:
+    """A field's values, ready to assign into a column (numpy casts on assignment; narrowing keeps the
+    low bits, so a 2-byte tcpFlags keeps its low byte)."""
+    a: _Array = rec[spec[0]]
+    return _uint(a, spec[1], np.uint64) if a.ndim == 2 else a
+
+
+def _write(columns: Any, start: int, end: int, rec: _Array, plan: _Plan, context: _Context, domain: _Domain) -> None:
+    """Write the columns of one part's records into rows `start:end` (absent fields stay 0)."""
     roles = plan.roles
-
-    def num(role: str, dtype: type[np.unsignedinteger[Any]]) -> _Array | int:
+    for role, column in _DIRECT:
         spec = roles.get(role)
-        return 0 if spec is None else _uint(rec[spec[0]], spec[1], dtype)
-
-    proto = num("proto", np.uint8)
-    dport = num("dport", np.uint16)
-    icmp: _Array | int | None = None
+        if spec is not None:
+            columns[column][start:end] = _raw(rec, spec)
+    for role, column in (("src", "SrcAddr"), ("dst", "DstAddr")):
+        spec = roles.get(role)
+        if spec is None:
+            continue
+        if spec[2] == "v4":
+            columns[column][start:end, 10:12] = 0xFF  # ::ffff:a.b.c.d
+            columns[column][start:end, 12:] = rec[spec[0]]
+        else:
+            columns[column][start:end] = rec[spec[0]]
+    icmp: _Array | None = None
     if "icmp" in roles:
-        icmp = num("icmp", np.uint16)
+        icmp = _raw(rec, roles["icmp"]).astype(np.uint16)
     elif "icmp_type" in roles:
-        icmp = (num("icmp_type", np.uint16) << 8) | num("icmp_code", np.uint16)
+        code = _raw(rec, roles["icmp_code"]).astype(np.uint16) if "icmp_code" in roles else 0
+        icmp = (_raw(rec, roles["icmp_type"]).astype(np.uint16) << 8) | code
     if icmp is not None:
         # ICMP type and code go in DstPort as type*256 + code, as nfdump shows them.
+        dport = columns["DstPort"][start:end]
         if "dport" not in roles:
-            dport = icmp
+            dport[:] = icmp
         else:
-            is_icmp = (proto == 1) | (proto == 58)
-            dport = np.where((dport == 0) & is_icmp, icmp, dport).astype(np.uint16)
-    start: _Array | int | None = _time(rec, roles.get("start"), context, domain)
-    end: _Array | int | None = _time(rec, roles.get("end"), context, domain)
-    if start is None and end is None:  # no times at all: the export time is the best there is
-        start = end = context.export_ns
-    elif start is None:
-        start = end
-    elif end is None:
-        end = start
-    assert start is not None and end is not None
-    return [
-        context.received_ns,
-        start,
-        end,
-        _address(rec, roles.get("src")),
-        _address(rec, roles.get("dst")),
-        num("sport", np.uint16),
-        dport,
-        proto,
-        num("flags", np.uint8),
-        num("tos", np.uint8),
-        num("in_if", np.uint32),
-        num("out_if", np.uint32),
-        num("bytes", np.uint64),
-        num("packets", np.uint64),
-        _rates(rec, roles, domain),
-        num("src_as", np.uint32),
-        num("dst_as", np.uint32),
-    ]
-
-
-def _concatenate(i: int, parts: list[tuple[int, _Array | int]]) -> _Array | int:
-    first = parts[0][1]
-    if isinstance(first, int) and all(isinstance(v, int) and v == first for _, v in parts):
-        return first
-    dtype = _NUMPY_TYPES[_VARYING[i]]
-    shape = (16,) if _TYPES[_VARYING[i]] == _B16 else ()
-    return np.concatenate([np.full((size, *shape), v, dtype) if isinstance(v, int) else v for size, v in parts])
-
-
-def _arrow(type_: pa.DataType, a: _Array) -> pa.Array:
-    if type_ == _B16:
-        return pa.FixedSizeBinaryArray.from_buffers(_B16, len(a), [None, pa.py_buffer(np.ascontiguousarray(a))])
-    return pa.Array.from_buffers(
-        type_, len(a), [None, pa.py_buffer(np.ascontiguousarray(a, _NUMPY_TYPES_BY_ARROW[type_]))]
-    )
-
-
-def _full(type_: pa.DataType, n: int, value: int | bytes) -> pa.Array:
-    if type_ == pa.string():  # n+1 zero offsets into an empty data buffer
-        return pa.StringArray.from_buffers(n, pa.py_buffer(np.zeros(n + 1, np.int32)), pa.py_buffer(b""))
-    if type_ == _B16:
-        row = value if isinstance(value, bytes) else bytes(16)
-        return pa.FixedSizeBinaryArray.from_buffers(_B16, n, [None, pa.py_buffer(row * n)])
-    return _arrow(type_, np.full(n, value, _NUMPY_TYPES_BY_ARROW[type_]))
+            proto = columns["Protocol"][start:end]
+            dport[:] = np.where((dport == 0) & ((proto == 1) | (proto == 58)), icmp, dport)
+    first = _time(rec, roles.get("start"), context, domain)
+    last = _time(rec, roles.get("end"), context, domain)
+    # No start or no end: the other one; neither: the export time is the best there is.
+    columns["FlowStart"][start:end] = first if first is not None else last if last is not None else context.export_ns
+    columns["FlowEnd"][start:end] = last if last is not None else first if first is not None else context.export_ns
+    columns["TimeReceived"][start:end] = context.received_ns
+    columns["SamplingRate"][start:end] = _rates(rec, roles, domain)
