@@ -400,19 +400,17 @@ def write_flows_pcap(path: Path, start: int) -> list[PcapFlow]:
 def _softflowd(
     pcap: Path, port: int, version: int, extra: Sequence[str], workdir: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    ctl = workdir / "ctl"
     command = ["timeout", "-k", "2", "10", "softflowd", "-r", str(pcap), "-n", f"127.0.0.1:{port}",
-               "-v", str(version), "-d", "-p", str(workdir / "pid"), "-c", str(ctl), *extra]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+               "-v", str(version), "-d", "-p", str(workdir / "pid"), "-c", str(workdir / "ctl"), *extra]  # fmt: skip
+    with (workdir / "log").open("wb") as log:  # a file, not a pipe: a full pipe would stall softflowd
+        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
     try:
         yield process
     finally:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(process.pid, signal.SIGKILL)  # timeout and softflowd: the whole session
         process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def softflowd_datagrams(pcap: Path, version: int, *extra: str, wait_s: float = 8.0) -> list[bytes]:
@@ -434,8 +432,8 @@ def softflowd_datagrams(pcap: Path, version: int, *extra: str, wait_s: float = 8
             deadline = time.monotonic() + wait_s
             while not (workdir / "ctl").exists():
                 if time.monotonic() > deadline or process.poll() is not None:
-                    stderr = process.stderr.read().decode() if process.stderr else ""
-                    raise RuntimeError(f"softflowd did not open its control socket: {stderr}")
+                    log = (workdir / "log").read_text(errors="replace")
+                    raise RuntimeError(f"softflowd did not open its control socket within {wait_s} s: {log}")
                 time.sleep(0.02)
             ctl = ["timeout", "-k", "1", "3", "softflowctl", "-c", str(workdir / "ctl")]
             subprocess.run([*ctl, "statistics"], capture_output=True, timeout=5, check=True)

@@ -16,10 +16,12 @@ is empty, stops it with SIGTERM (both drain what they decoded) and counts what w
 * nfcapd: ``nfcapd -b 127.0.0.1 -p PORT -w DIR -t 600``, counted from the summary of
   ``nfdump -R DIR -N`` (every record read back), cross-checked with the stats nfcapd prints on exit.
 
-A trial is lossless when the flows and the byte total stored equal exactly what was sent (known
-from the packets). Per receiver: one flat-out trial, then from `--start` flows/s the rate doubles
-(x4 with ``--quick``) until a trial loses, and `--bisect` trials narrow the gap. It prints each
-trial and a table; it asserts nothing.
+Receive buffers differ: Vigil asks for 16 MiB (the kernel caps it at net.core.rmem_max and doubles
+it), nfcapd keeps the kernel default unless ``--nfcapd-buffer`` passes its ``-B``; the table shows
+what each got. A trial is lossless when the flows and the byte total stored equal exactly what was
+sent (known from the packets). Per receiver: one flat-out trial, then from `--start` flows/s the
+rate doubles (x4 with ``--quick``) until a trial loses, and `--bisect` trials narrow the gap. It
+prints each trial and a table; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -261,8 +263,8 @@ class VigilReceiver:
         self.process = start_bounded([sys.executable, "-m", "vigil.cli", "serve"], env, self.log)
         try:
             wait_listening(self.port, self.process, self.log, "vigil serve", 120)
-            # The flow port opens before the web server; wait for all of it, so startup work is
-            # not mixed into the trial.
+            # The flow port may open before the rest of the server; wait for /readyz too, so
+            # startup work is not mixed into the trial.
             import httpx
 
             deadline = time.monotonic() + 120
@@ -317,7 +319,7 @@ class NfcapdReceiver:
         self.store.mkdir()
         self.port = free_port(socket.SOCK_DGRAM)
         self.log = self.dir / "nfcapd.log"
-        # -t 600: no file rotation within a trial.
+        # -t 600: at most one file rotation (on the clock's 10-minute marks) in a trial; -R reads all.
         command = ["nfcapd", "-b", HOST, "-p", str(self.port), "-w", str(self.store), "-t", "600"]
         if buffer_bytes:
             command += ["-B", str(buffer_bytes)]
@@ -350,9 +352,12 @@ class NfcapdReceiver:
                 raise RuntimeError(f"nfdump printed no summary: {result.stdout[-1000:]} {result.stderr[-1000:]}")
             flows, octets = int(match.group(1)), int(match.group(2))
         note = "" if clean else "did not stop cleanly"
-        stats = _NFCAPD_STATS.search(self.log.read_text(errors="replace"))
-        if stats and (int(stats.group(1)), int(stats.group(2))) != (flows, octets):
-            note += f" nfcapd said {int(stats.group(1)):,} flows"
+        # nfcapd prints these stats for each file it closes; -t rotates on the clock's 10-minute
+        # marks, so a trial can span two files.
+        stats = _NFCAPD_STATS.findall(self.log.read_text(errors="replace"))
+        said = (sum(int(f) for f, _ in stats), sum(int(b) for _, b in stats))
+        if stats and said != (flows, octets):
+            note += f" nfcapd said {said[0]:,} flows, {said[1]:,} bytes"
         return Stored(flows, octets, clean, stop_s, note.strip())
 
     def close(self) -> None:
@@ -407,7 +412,7 @@ def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, second
         sender_done = time.monotonic()
         generator.join(10)
         # Wait for the socket to empty; that time counts, so a backlog does not pass for throughput.
-        drops = 0
+        drops = drops_before
         while time.monotonic() - sender_done < 120:
             state = udp_socket_state(receiver.port)
             if state is None:
@@ -463,6 +468,9 @@ def measure(
 ) -> Measured:
     flat_out = trial(make, stream, 0, seconds)
     result = Measured(flat_out, trials=[flat_out])
+    if flat_out.lossless:  # the receiver keeps up with the generator: nothing to search
+        result.best = flat_out
+        return result
     # Paced rates the generator cannot reach would only measure the generator.
     ceiling = flat_out.sent_per_s
     rate = min(start, ceiling)
