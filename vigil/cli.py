@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,16 +46,24 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
                 await vigil.serve_until(stop)
                 return
             from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
+            from vigil.demo_feeds import DemoFeeds, DemoTargets
 
             endpoint = f"http://{settings.bind}:{ports.otlp_grpc}"
             traffic = DemoTraffic(otlp_grpc_exporter_factory(endpoint), requests_per_second=demo_rate)
             traffic.start()
-            logging.getLogger("vigil.demo").info("sample traffic: %.0f requests/s into %s", demo_rate, endpoint)
+            feeds = DemoFeeds(DemoTargets(settings.bind, ports.otlp_grpc, ports.statsd, ports.netflow))
+            feeds.start()
+            logging.getLogger("vigil.demo").info(
+                "sample traffic: %.0f requests/s into %s, plus OTLP metrics, StatsD lines and NetFlow v5 flows",
+                demo_rate,
+                endpoint,
+            )
             try:
                 await vigil.serve_until(stop)
             finally:
-                # Before Vigil stops, so the generator's last spans still have somewhere to go.
+                # Before Vigil stops, so the generators' last data still have somewhere to go.
                 await asyncio.to_thread(traffic.shutdown)
+                await asyncio.to_thread(feeds.shutdown)
         finally:
             await vigil.shutdown()
 
@@ -67,7 +76,7 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
 
 @app.command()
 def serve() -> None:
-    """Run every part in one process: OTLP gRPC (:4317) and HTTP (:4318) receivers, API and dashboard (:8080)."""
+    """Run every part: OTLP gRPC (:4317) and HTTP (:4318), StatsD (:8125), NetFlow/IPFIX (:2055, :4739), API and dashboard (:8080)."""
     settings = _settings()
     _configure_logging(settings.log_level)
     _run(settings)
@@ -77,8 +86,17 @@ def serve() -> None:
 def demo(
     rate: Annotated[float, typer.Option(help="Sample requests per second sent to the front service.", min=0.1)] = 20.0,
 ) -> None:
-    """`vigil serve` plus sample traffic: a few services calling each other, with realistic latencies and errors."""
+    """`vigil serve` plus sample traffic: a few services calling each other, with realistic latencies and errors,
+    their metrics (OTLP and StatsD), and NetFlow flows between two customers and the internet."""
     settings = _settings()
+    if not settings.prefix_file:
+        from vigil.demo_feeds import DEMO_PREFIXES
+
+        # The customers the demo's flows come from; a VIGIL_PREFIX_FILE of one's own takes precedence.
+        prefix_file = Path(settings.wal_path).with_name("vigil-demo-prefixes.csv")
+        prefix_file.parent.mkdir(parents=True, exist_ok=True)
+        prefix_file.write_text(DEMO_PREFIXES)
+        settings = settings.model_copy(update={"prefix_file": str(prefix_file)})
     _configure_logging(settings.log_level)
     _run(settings, demo_rate=rate)
 

@@ -1,0 +1,48 @@
+"""The demo's metrics, StatsD and flow feeds reach a real Vigil and show in every API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from vigil.demo_feeds import DEMO_PREFIXES, DemoFeeds, DemoTargets
+from vigil.settings import load_settings
+
+
+@pytest.fixture
+def demo_vigil(vigil_settings: dict[str, Any], tmp_path: Path) -> Iterator[RunningVigil]:
+    prefixes = tmp_path / "prefixes.csv"
+    prefixes.write_text(DEMO_PREFIXES)
+    running, thread = start_vigil(load_settings(**vigil_settings, prefix_file=str(prefixes)))
+    try:
+        yield running
+    finally:
+        stop_vigil(running, thread)
+
+
+def test_every_feed_lands_in_its_api(demo_vigil: RunningVigil) -> None:
+    ports = demo_vigil.ports
+    feeds = DemoFeeds(DemoTargets("127.0.0.1", ports.otlp_grpc, ports.statsd, ports.netflow), seed=3)
+    for _ in range(3):
+        feeds.tick()
+    feeds.shutdown()  # exports the metrics
+    expected = {"orders.placed", "order.value", "stock.reserved", "process.cpu.utilization"}
+    expected |= {"shop.cart.views", "shop.queue.depth", "payments.card.latency"}
+    deadline = time.monotonic() + 15
+    while True:
+        demo_vigil.flush()
+        names = {m["name"] for m in httpx.get(f"{demo_vigil.api}/api/v1/metrics").json()}
+        talkers = httpx.get(f"{demo_vigil.api}/api/v1/network/top-talkers", params={"by": "customer"}).json()
+        if (names >= expected and len(talkers) == 3) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert names == expected
+    # 3 ticks of 30 flows: clients in acme's and globex's subnets, servers on the internet.
+    assert sorted(t["key"] for t in talkers) == ["acme", "globex", "unknown"]
+    assert sum(t["flows"] for t in talkers) == 90
