@@ -76,7 +76,8 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
 
 @app.command()
 def serve() -> None:
-    """Run every part: OTLP gRPC (:4317) and HTTP (:4318), StatsD (:8125), NetFlow/IPFIX (:2055, :4739), API and dashboard (:8080)."""
+    """Run every part: OTLP gRPC (:4317) and HTTP (:4318), StatsD (:8125), NetFlow/IPFIX (:2055, :4739),
+    API and dashboard (:8080)."""
     settings = _settings()
     _configure_logging(settings.log_level)
     _run(settings)
