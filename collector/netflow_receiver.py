@@ -30,7 +30,7 @@ from vigil.collector.decode.netflow import ExporterStatus, NetflowConfig, Netflo
 from vigil.collector.enrich import ReloadingPrefixMap, enrich
 from vigil.collector.forwarding import BatchSubmitter, DatagramReader, Forwarder, udp_socket
 from vigil.store.schema import FLOW_EXPORTERS_ARROW_SCHEMA
-from vigil.types import RowBatch
+from vigil.types import RowBatch, rows_table
 
 __all__ = ["NetflowReceiver"]
 
@@ -44,9 +44,8 @@ _PROBLEM_LOG_INTERVAL_S = 10.0
 
 def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
     """`flow_exporters` rows for the decoder's view of each exporter at `now_ns`."""
-    columns: dict[str, list[object]] = {field.name: [] for field in FLOW_EXPORTERS_ARROW_SCHEMA}
-    for status in statuses:
-        values = {
+    rows: list[dict[str, object]] = [
+        {
             "Time": now_ns,
             "Exporter": status.exporter,
             "FlowVersion": status.version,
@@ -60,16 +59,9 @@ def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
             "SamplingRate": status.sampling_rate or 0,  # 0: never announced
             "GivenUp": status.given_up,
         }
-        for name, value in values.items():
-            columns[name].append(value)
-    arrays = []
-    for field in FLOW_EXPORTERS_ARROW_SCHEMA:
-        column = columns[field.name]
-        if pa.types.is_timestamp(field.type):
-            arrays.append(pa.array(column, pa.int64()).cast(field.type))
-        else:
-            arrays.append(pa.array(column, field.type))
-    return pa.Table.from_arrays(arrays, schema=FLOW_EXPORTERS_ARROW_SCHEMA)
+        for status in statuses
+    ]
+    return rows_table(FLOW_EXPORTERS_ARROW_SCHEMA, rows)
 
 
 class NetflowReceiver:

@@ -103,3 +103,14 @@ def vigil_server(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
         yield running
     finally:
         stop_vigil(running, thread)
+
+
+def vigil_with_prefixes(vigil_settings: dict[str, Any], directory: Path, prefixes: str) -> Iterator[RunningVigil]:
+    """A Vigil whose VIGIL_PREFIX_FILE holds `prefixes` (CSV); for fixtures of flow tests."""
+    prefix_file = directory / "prefixes.csv"
+    prefix_file.write_text(prefixes)
+    running, thread = start_vigil(load_settings(**vigil_settings, prefix_file=str(prefix_file)))
+    try:
+        yield running
+    finally:
+        stop_vigil(running, thread)

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from vigil.store.schema import FLOW_EXPORTERS_ARROW_SCHEMA, FLOWS_ARROW_SCHEMA
+from vigil.types import rows_table
 
 _NS = 1_000_000_000
 
@@ -18,17 +19,6 @@ def address(text: str) -> bytes:
     if isinstance(parsed, ipaddress.IPv4Address):
         parsed = ipaddress.IPv6Address(f"::ffff:{parsed}")
     return parsed.packed
-
-
-def _table(schema: pa.Schema, rows: list[dict[str, Any]]) -> pa.Table:
-    arrays = []
-    for field in schema:
-        values = [row[field.name] for row in rows]
-        if pa.types.is_timestamp(field.type):
-            arrays.append(pa.array(values, pa.int64()).cast(field.type))
-        else:
-            arrays.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def flow_rows(flows: list[dict[str, Any]]) -> pa.Table:
@@ -66,7 +56,7 @@ def flow_rows(flows: list[dict[str, Any]]) -> pa.Table:
         }
         row.update({k: v for k, v in flow.items() if k not in ("time", "src", "dst", "exporter")})
         rows.append(row)
-    return _table(FLOWS_ARROW_SCHEMA, rows)
+    return rows_table(FLOWS_ARROW_SCHEMA, rows)
 
 
 def exporter_rows(reports: list[dict[str, Any]]) -> pa.Table:
@@ -90,4 +80,4 @@ def exporter_rows(reports: list[dict[str, Any]]) -> pa.Table:
         }
         row.update({k: v for k, v in report.items() if k not in ("time", "exporter")})
         rows.append(row)
-    return _table(FLOW_EXPORTERS_ARROW_SCHEMA, rows)
+    return rows_table(FLOW_EXPORTERS_ARROW_SCHEMA, rows)

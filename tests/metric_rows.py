@@ -7,6 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from vigil.store.schema import METRIC_ARROW_SCHEMAS
+from vigil.types import rows_table
 
 _NS = 1_000_000_000
 
@@ -31,7 +32,7 @@ def metric_rows(table: str, points: list[dict[str, Any]]) -> pa.Table:
     `start` defaults to `time` for delta points; `attributes` and `service` are shorthands.
     """
     schema = METRIC_ARROW_SCHEMAS[table]
-    columns: dict[str, list[Any]] = {field.name: [] for field in schema}
+    rows: list[dict[str, Any]] = []
     for point in points:
         row = {field.name: _default(field) for field in schema}
         row["ServiceName"] = point.get("service", "svc")
@@ -42,13 +43,5 @@ def metric_rows(table: str, points: list[dict[str, Any]]) -> pa.Table:
         for key, value in point.items():
             if key not in ("service", "name", "attributes", "time", "start"):
                 row[key] = value
-        for name, value in row.items():
-            columns[name].append(value)
-    arrays = []
-    for field in schema:
-        values = columns[field.name]
-        if pa.types.is_timestamp(field.type):
-            arrays.append(pa.array(values, pa.int64()).cast(field.type))
-        else:
-            arrays.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+        rows.append(row)
+    return rows_table(schema, rows)

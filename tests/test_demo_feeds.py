@@ -10,20 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from tests.conftest import RunningVigil, vigil_with_prefixes
 from vigil.demo_feeds import DEMO_PREFIXES, DemoFeeds, DemoTargets
-from vigil.settings import load_settings
 
 
 @pytest.fixture
 def demo_vigil(vigil_settings: dict[str, Any], tmp_path: Path) -> Iterator[RunningVigil]:
-    prefixes = tmp_path / "prefixes.csv"
-    prefixes.write_text(DEMO_PREFIXES)
-    running, thread = start_vigil(load_settings(**vigil_settings, prefix_file=str(prefixes)))
-    try:
-        yield running
-    finally:
-        stop_vigil(running, thread)
+    yield from vigil_with_prefixes(vigil_settings, tmp_path, DEMO_PREFIXES)
 
 
 def test_every_feed_lands_in_its_api(demo_vigil: RunningVigil) -> None:

@@ -6,7 +6,23 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-__all__ = ["DecodeResult", "RowBatch"]
+__all__ = ["DecodeResult", "RowBatch", "rows_table"]
+
+
+def rows_table(schema: pa.Schema, rows: list[dict[str, object]]) -> pa.Table:
+    """A table of `schema` from rows as dicts; timestamps are given as integers in the column's unit.
+
+    >>> rows_table(pa.schema([("t", pa.timestamp("ns", tz="UTC"))]), [{"t": 5}]).column("t")[0].value
+    5
+    """
+    arrays = []
+    for field in schema:
+        values = [row[field.name] for row in rows]
+        if pa.types.is_timestamp(field.type):
+            arrays.append(pa.array(values, pa.int64()).cast(field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from tests.conftest import RunningVigil, vigil_with_prefixes
 from tests.netflow_packets import softflowd_datagrams, write_flows_pcap
 from tests.nfdump import nfdump_flows
-from vigil.settings import load_settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("softflowd") is None or shutil.which("nfcapd") is None,
@@ -33,13 +32,7 @@ PREFIXES = """cidr,customer,site
 
 @pytest.fixture
 def flows_vigil(vigil_settings: dict[str, Any], tmp_path: Path) -> Iterator[RunningVigil]:
-    prefix_file = tmp_path / "prefixes.csv"
-    prefix_file.write_text(PREFIXES)
-    running, thread = start_vigil(load_settings(**vigil_settings, prefix_file=str(prefix_file)))
-    try:
-        yield running
-    finally:
-        stop_vigil(running, thread)
+    yield from vigil_with_prefixes(vigil_settings, tmp_path, PREFIXES)
 
 
 @pytest.fixture(scope="module")
