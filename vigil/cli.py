@@ -76,8 +76,10 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
 
 @app.command()
 def serve() -> None:
-    """Run every part: OTLP gRPC (:4317) and HTTP (:4318), StatsD (:8125), NetFlow/IPFIX (:2055, :4739),
-    API and dashboard (:8080)."""
+    """Run every part of Vigil on the embedded store.
+
+    OTLP gRPC (:4317) and HTTP (:4318), StatsD (:8125), NetFlow/IPFIX (:2055, :4739), API and dashboard (:8080).
+    """
     settings = _settings()
     _configure_logging(settings.log_level)
     _run(settings)
@@ -87,8 +89,11 @@ def serve() -> None:
 def demo(
     rate: Annotated[float, typer.Option(help="Sample requests per second sent to the front service.", min=0.1)] = 20.0,
 ) -> None:
-    """`vigil serve` plus sample traffic: a few services calling each other, with realistic latencies and errors,
-    their metrics (OTLP and StatsD), and NetFlow flows between two customers and the internet."""
+    """`vigil serve` plus sample traffic: traces, metrics and network flows.
+
+    A few services calling each other, with realistic latencies and errors, their metrics (OTLP and StatsD), and
+    NetFlow flows between two customers and the internet.
+    """
     settings = _settings()
     if not settings.prefix_file:
         from vigil.demo_feeds import DEMO_PREFIXES
