@@ -654,6 +654,36 @@ class NetflowDecoder:
                 assert template.plan is not None
                 pending.append(_Pending(domain, tid, template.plan, held.body, 0, len(held.body), held.context, False))
 
+    def _template(
+        self,
+        data: bytes,
+        pos: int,
+        end: int,
+        tid: int,
+        count: int,
+        scope_count: int,
+        domain: _Domain,
+        now: float,
+        out: _Out,
+        *,
+        options: bool = False,
+    ) -> tuple[int, bool] | None:
+        """Read one (options) template's `count` field specifiers at `pos` and keep it if valid: the
+        position after it and whether it was kept, or None when it runs past the end of its set."""
+        kind = "options template" if options else "template"
+        ipfix = domain.version == 10
+        parsed = _field_specs(data, pos, end, count, ipfix)
+        if parsed is None:
+            out.problem(domain, "bad_template", f"{kind} {tid} runs past the end of its set")
+            return None
+        fields, pos = parsed
+        problem = _template_problem(kind, tid, fields, ipfix)
+        if problem:
+            out.problem(domain, "bad_template", problem)
+            return pos, False
+        self._store(domain, tid, _Template(fields, scope_count, options, _min_length(fields), now, None))
+        return pos, True
+
     def _store(self, domain: _Domain, tid: int, template: _Template) -> None:
         old = domain.templates.get(tid)
         if (
@@ -689,17 +719,12 @@ class NetflowDecoder:
                 else:
                     out.problem(domain, "bad_template", f"a withdrawal names template {tid}, below 256")
                 continue
-            parsed = _field_specs(data, pos, end, count, ipfix)
-            if parsed is None:
-                out.problem(domain, "bad_template", f"template {tid} runs past the end of its set")
+            read = self._template(data, pos, end, tid, count, 0, domain, now, out)
+            if read is None:
                 break
-            fields, pos = parsed
-            problem = _template_problem("template", tid, fields, ipfix)
-            if problem:
-                out.problem(domain, "bad_template", problem)
-                continue
-            self._store(domain, tid, _Template(fields, 0, False, _min_length(fields), now, None))
-            stored.append(tid)
+            pos, kept = read
+            if kept:
+                stored.append(tid)
         return stored
 
     def _options_templates(self, data: bytes, pos: int, end: int, domain: _Domain, now: float, out: _Out) -> list[int]:
@@ -739,17 +764,12 @@ class NetflowDecoder:
                     out.problem(domain, "bad_template", message)
                     break
                 count, scope_count = (scope_bytes + option_bytes) // 4, scope_bytes // 4
-            parsed = _field_specs(data, pos, end, count, ipfix)
-            if parsed is None:
-                out.problem(domain, "bad_template", f"options template {tid} runs past the end of its set")
+            read = self._template(data, pos, end, tid, count, scope_count, domain, now, out, options=True)
+            if read is None:
                 break
-            fields, pos = parsed
-            problem = _template_problem("options template", tid, fields, ipfix)
-            if problem:
-                out.problem(domain, "bad_template", problem)
-                continue
-            self._store(domain, tid, _Template(fields, scope_count, True, _min_length(fields), now, None))
-            stored.append(tid)
+            pos, kept = read
+            if kept:
+                stored.append(tid)
         return stored
 
     def _options_data(
