@@ -107,11 +107,6 @@ class Collector:
         self._statsd: StatsdReceiver | None = None
         self._netflow: NetflowReceiver | None = None
 
-    @property
-    def statsd_port(self) -> int:
-        """The StatsD port bound (UDP and TCP), 0 without StatsD."""
-        return self._statsd.udp_port if self._statsd is not None else 0
-
     async def start(self) -> None:
         config = self.config
         wal = WriteAheadLog(Path(config.wal_root) / config.wal_name, fsync=config.wal_fsync)
