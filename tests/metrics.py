@@ -4,13 +4,10 @@ realistic shape for benchmarks."""
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import time
 from typing import Any, NamedTuple
 
-from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -25,6 +22,8 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+
+from tests.collector.otlp_values import otlp_json
 
 DELTA = AggregationTemporality.DELTA
 CUMULATIVE = AggregationTemporality.CUMULATIVE
@@ -105,31 +104,11 @@ def summary_point(time_ns: int, count: int, total: float, quantiles: dict[float,
     )
 
 
-_INT64_KEYS = {"timeUnixNano", "startTimeUnixNano", "asInt", "count", "zeroCount", "intValue", "bucketCounts"}
-
-
 def metrics_json(
     req: ExportMetricsServiceRequest, *, numbers: bool = False, upper: bool = False, enum_names: bool = False
 ) -> bytes:
-    """OTLP/JSON for `req` as peers send it: hex ids, integer enums (or their names), 64-bit
-    integers as strings (or, `numbers`, as JSON numbers)."""
-
-    def fix(node: object) -> object:
-        if isinstance(node, list):
-            return [fix(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for k, v in node.items():
-            if k in ("traceId", "spanId"):
-                v = base64.b64decode(v).hex()
-                v = v.upper() if upper else v
-            elif k in _INT64_KEYS and numbers:
-                v = [int(x) for x in v] if isinstance(v, list) else int(v)
-            out[k] = fix(v)
-        return out
-
-    return json.dumps(fix(json_format.MessageToDict(req, use_integers_for_enums=not enum_names))).encode()
+    """OTLP/JSON for a metrics request as peers send it (see `otlp_json`)."""
+    return otlp_json(req, numbers=numbers, upper=upper, enum_names=enum_names)
 
 
 def _kvs(attrs: dict[str, object]) -> list[KeyValue]:

@@ -17,10 +17,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.bench.ingest_otlp import SPANS_PER_REQUEST, build_logs_request, build_request
+from tests.collector.otlp_values import otlp_json
 from tests.metrics import metrics_json, synthetic_request
 from vigil.collector.decode.otlp_logs import decode_logs_protobuf
 from vigil.collector.decode.otlp_metrics import decode_metrics_json, decode_metrics_protobuf
@@ -29,18 +29,8 @@ from vigil.types import DecodeResult
 
 
 def to_otlp_json(body: bytes) -> bytes:
-    """OTLP/JSON of a protobuf request: json_format, then ids re-encoded as hex as OTLP requires."""
-    import base64
-    import json
-
-    document = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
-    for resource_spans in document.get("resourceSpans", []):
-        for scope_spans in resource_spans.get("scopeSpans", []):
-            for span in scope_spans.get("spans", []):
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64decode(span[key]).hex()
-    return json.dumps(document).encode()
+    """OTLP/JSON of a protobuf trace request, ids re-encoded as hex as OTLP requires."""
+    return otlp_json(ExportTraceServiceRequest.FromString(body), enum_names=True)
 
 
 def median_rate(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pyarrow as pa
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -32,6 +37,36 @@ def val(v: object) -> AnyValue:
 def kvs(attrs: dict[str, object] | list[tuple[str, object]]) -> list[KeyValue]:
     items = attrs.items() if isinstance(attrs, dict) else attrs
     return [KeyValue(key=k, value=val(v)) for k, v in items]
+
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId"}
+# 64-bit integer fields of the trace, log and metric messages (strings in proto3 JSON).
+_INT64_KEYS = {
+    *("timeUnixNano", "observedTimeUnixNano", "startTimeUnixNano", "endTimeUnixNano", "intValue"),
+    *("asInt", "count", "zeroCount", "bucketCounts"),
+}
+
+
+def otlp_json(req: Message, *, numbers: bool = False, upper: bool = False, enum_names: bool = False) -> bytes:
+    """OTLP/JSON for `req` as peers send it: hex ids (or `upper`-case hex), integer enums (or their
+    names), 64-bit integers as strings (or, `numbers`, as JSON numbers)."""
+
+    def fix(node: object) -> object:
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k in _ID_KEYS:
+                v = base64.b64decode(v).hex()
+                v = v.upper() if upper else v
+            elif k in _INT64_KEYS and numbers:
+                v = [int(x) for x in v] if isinstance(v, list) else int(v)
+            out[k] = fix(v)
+        return out
+
+    return json.dumps(fix(json_format.MessageToDict(req, use_integers_for_enums=not enum_names))).encode()
 
 
 def ts(ns: int) -> object:

@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -23,7 +22,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.collector.otlp_values import SPAN, TRACE, kvs, ts, val
+from tests.collector.otlp_values import SPAN, TRACE, kvs, otlp_json, ts, val
 from vigil.collector.decode.otlp_logs import decode_logs_json, decode_logs_protobuf
 from vigil.errors import DecodeError
 from vigil.store.schema import LOGS_ARROW_SCHEMA
@@ -86,30 +85,6 @@ def rows(result: DecodeResult) -> list[dict[str, object]]:
     assert result.batches[0].table == "logs"
     assert result.batches[0].rows.schema.equals(LOGS_ARROW_SCHEMA)
     return result.batches[0].rows.to_pylist()  # type: ignore[no-any-return]
-
-
-def otlp_json(
-    req: ExportLogsServiceRequest, *, numbers: bool = False, upper: bool = False, enum_names: bool = False
-) -> bytes:
-    """OTLP/JSON for `req` as peers send it: hex ids, integer enums, int64s as strings (or numbers)."""
-
-    def fix(node: object) -> object:
-        if isinstance(node, list):
-            return [fix(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for k, v in node.items():
-            if k in ("traceId", "spanId"):
-                v = base64.b64decode(v).hex()
-                v = v.upper() if upper else v
-            elif k in ("timeUnixNano", "observedTimeUnixNano", "intValue") and numbers:
-                v = int(v)
-            out[k] = fix(v)
-        return out
-
-    doc = json_format.MessageToDict(req, use_integers_for_enums=not enum_names)
-    return json.dumps(fix(doc)).encode()
 
 
 def both(req: ExportLogsServiceRequest) -> list[dict[str, object]]:

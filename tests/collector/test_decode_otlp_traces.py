@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from google.protobuf.internal import api_implementation
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from tests.collector.otlp_values import SPAN, TRACE, kvs, ts, val
+from tests.collector.otlp_values import SPAN, TRACE, kvs, otlp_json, ts, val
 from vigil.collector.decode.otlp_traces import decode_traces_json, decode_traces_protobuf
 from vigil.errors import DecodeError
 from vigil.store.schema import SPANS_ARROW_SCHEMA
@@ -106,27 +105,6 @@ def attribute_field(raw_kv: bytes) -> bytes:
     while n >= 0x80:
         length, n = length + bytes([n & 0x7F | 0x80]), n >> 7
     return b"\x4a" + length + bytes([n]) + raw_kv
-
-
-def otlp_json(req: ExportTraceServiceRequest, *, numbers: bool = False, upper: bool = False) -> bytes:
-    """OTLP/JSON for `req` as peers send it: hex ids, integer enums, int64s as strings (or numbers)."""
-
-    def fix(node: object) -> object:
-        if isinstance(node, list):
-            return [fix(x) for x in node]
-        if not isinstance(node, dict):
-            return node
-        out = {}
-        for k, v in node.items():
-            if k in ("traceId", "spanId", "parentSpanId"):
-                v = base64.b64decode(v).hex()
-                v = v.upper() if upper else v
-            elif k in ("startTimeUnixNano", "endTimeUnixNano", "timeUnixNano", "intValue") and numbers:
-                v = int(v)
-            out[k] = fix(v)
-        return out
-
-    return json.dumps(fix(json_format.MessageToDict(req, use_integers_for_enums=True))).encode()
 
 
 # ---- protobuf --------------------------------------------------------------------------------
