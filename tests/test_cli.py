@@ -202,7 +202,25 @@ def test_help_lists_every_command() -> None:
     assert result.returncode == 0
     commands_box = result.stdout.split("Commands")[1]
     commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]
-    assert commands == ["serve", "demo"]
+    assert commands == ["serve", "demo", "detect"]
+
+
+def test_detect_backfills_an_embedded_store_and_stops_when_caught_up(tmp_path: Path) -> None:
+    env = vigil_env(tmp_path / "data")
+    result = subprocess.run(
+        [*VIGIL, "detect", "--backfill", "2h", "--once"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "replaying 2h" in result.stdout
+
+
+def test_detect_names_a_bad_backfill(tmp_path: Path) -> None:
+    env = vigil_env(tmp_path / "data")
+    result = subprocess.run([*VIGIL, "detect", "--backfill", "soon"], env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "vigil: --backfill: 'soon' is not a duration; expected a number with a unit, e.g. 250ms, 10s, 15m, 1h, 7d\n"
+    )
 
 
 def test_statsd_lines_reach_the_store_through_a_collector_process_and_the_last_flush_on_stop(

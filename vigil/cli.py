@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -105,6 +106,69 @@ def demo(
         settings = settings.model_copy(update={"prefix_file": str(prefix_file)})
     _configure_logging(settings.log_level)
     _run(settings, demo_rate=rate)
+
+
+@app.command()
+def detect(
+    backfill: Annotated[
+        str | None,
+        typer.Option(help="Replay this much history (e.g. 7d) with fresh models first, rewriting its findings."),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Stop when caught up instead of following new buckets.")] = False,
+) -> None:
+    """Run the streaming detectors on their own.
+
+    For a ClickHouse server or cluster (set VIGIL_DETECTORS_ENABLED=false on `vigil serve`), or on an embedded store
+    that no `vigil serve` has open.
+    """
+    import signal
+    import time
+
+    from rich.progress import Progress
+
+    from vigil.detectors.engine import DetectorEngine, build_families
+    from vigil.settings import parse_duration
+    from vigil.store.client import database_from_url, open_client
+    from vigil.store.findings import FindingStore
+    from vigil.store.migrate import migrate
+    from vigil.store.schema import DdlContext
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    try:
+        backfill_s = parse_duration(backfill) if backfill is not None else None
+    except ValueError as exc:
+        typer.echo(f"vigil: --backfill: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
+        client = open_client(settings.clickhouse_url)
+        migrate(client, DdlContext(database=database, cluster=settings.clickhouse_cluster))
+    except ConfigError as exc:
+        typer.echo(f"vigil: {exc}", err=True)
+        raise typer.Exit(2) from None
+    engine = DetectorEngine(
+        build_families(settings, client, database),
+        FindingStore(client, database),
+        grace=settings.detector_grace,
+        interval=settings.detector_interval,
+    )
+    if backfill_s is not None:
+        start = time.time() - backfill_s
+        for runner in engine.runners:
+            runner.reset(start)
+        total = sum(max(int((r.closed_until() - start) // r.family.step), 0) for r in engine.runners)
+        with Progress() as progress:
+            task = progress.add_task(f"replaying {backfill}", total=total)
+            for runner in engine.runners:
+                runner.run(progress=lambda n: progress.advance(task, n))
+    else:
+        engine.run_once()
+    if once:
+        return
+    signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+    with contextlib.suppress(KeyboardInterrupt):
+        engine.run_forever()
 
 
 def main() -> None:

@@ -36,9 +36,11 @@ from vigil.collector.process import CollectorProcesses
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import views
+from vigil.detectors.engine import DetectorEngine, build_families
 from vigil.errors import ConfigError
 from vigil.settings import Settings
 from vigil.store.client import database_from_url, open_client
+from vigil.store.findings import FindingStore
 from vigil.store.migrate import migrate
 from vigil.store.read import StoreReader
 from vigil.store.schema import DdlContext
@@ -134,6 +136,7 @@ class Vigil:
         self._web: EmbeddedServer | None = None
         self._web_task: asyncio.Task[None] | None = None
         self._collector: Collector | None = None
+        self.detectors: DetectorEngine | None = None
         self._processes: CollectorProcesses | None = None
         self._reserved: list[socket.socket] = []
         self._stopped = asyncio.Event()
@@ -165,6 +168,15 @@ class Vigil:
             fsync=settings.wal_fsync,
         )
         await asyncio.to_thread(self.inserter.start)
+        if settings.detectors_enabled:
+            self.detectors = await asyncio.to_thread(
+                DetectorEngine,
+                build_families(settings, client, database),
+                FindingStore(client, database),
+                grace=settings.detector_grace,
+                interval=settings.detector_interval,
+            )
+            self.detectors.start()
 
         host = settings.bind
         # Reserved (bound, not listening) so port 0 resolves once and collectors share the port.
@@ -258,6 +270,8 @@ class Vigil:
             await self._collector.shutdown()
         if self._processes is not None:
             await asyncio.to_thread(self._processes.shutdown)
+        if self.detectors is not None:
+            await asyncio.to_thread(self.detectors.stop)
         if self.inserter is not None:
             await asyncio.to_thread(self.inserter.shutdown)
         if self._web is not None and self._web_task is not None:

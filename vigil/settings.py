@@ -98,6 +98,20 @@ class Settings(BaseSettings):
     # ranges; flows are tagged at both ends by longest-prefix match. Re-read when it changes.
     prefix_file: str = ""
 
+    # VIGIL_DETECTORS_ENABLED: run the streaming detectors inside `vigil serve`; turn off when a
+    # separate `vigil detect` process runs them (a ClickHouse server or cluster).
+    detectors_enabled: bool = True
+    # VIGIL_DETECTOR_GRACE: how long after a minute ends its bucket is considered complete; data
+    # arriving later than this is stored but not seen by the detectors.
+    detector_grace: float = Field(default=30.0, ge=0)
+    # VIGIL_DETECTOR_INTERVAL: how often the detectors look for newly closed buckets.
+    detector_interval: float = Field(default=10.0, gt=0)
+    # VIGIL_REPLICATION_LAG_METRICS: gauges (comma-separated names) that report replication lag in
+    # seconds, one series per service and attribute set (e.g. a `replica` tag).
+    replication_lag_metrics: str = "db.replication.lag_seconds"
+    # VIGIL_REPLICATION_LAG_THRESHOLD: lag that is a problem by itself, in seconds.
+    replication_lag_threshold: float = Field(default=30.0, gt=0)
+
     # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS /
     # VIGIL_FLOWS_RETENTION_DAYS: rows older than this are dropped by ClickHouse TTL.
     traces_retention_days: int = Field(default=7, ge=1, le=3650)
@@ -143,7 +157,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @field_validator(
-        "max_batch_age", "insert_interval", "statsd_flush_interval", "netflow_template_timeout", mode="before"
+        "max_batch_age",
+        "insert_interval",
+        "statsd_flush_interval",
+        "netflow_template_timeout",
+        "detector_grace",
+        "detector_interval",
+        "replication_lag_threshold",
+        mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> float:
@@ -172,6 +193,10 @@ class Settings(BaseSettings):
                 f"{value!r} is not a list of percentiles; expected numbers between 0 and 100, e.g. 50,90,99"
             )
         return value
+
+    @property
+    def replication_lag_metric_names(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.replication_lag_metrics.split(",") if name.strip())
 
     @property
     def statsd_percentile_values(self) -> tuple[float, ...]:

@@ -130,6 +130,8 @@ def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
     assert sorted(paths) == [
+        "/api/v1/findings",
+        "/api/v1/findings/{finding_id}",
         "/api/v1/logs",
         "/api/v1/metrics",
         "/api/v1/metrics/query",

@@ -5,6 +5,8 @@ from vigil.store.migrate import applied_versions, migrate
 from vigil.store.schema import MIGRATIONS, DdlContext
 
 EXPECTED_TABLES = [
+    "detector_state",
+    "findings",
     "flow_exporters",
     "flows",
     "flows_1m",
@@ -41,7 +43,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -49,7 +51,7 @@ def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_clien
     migrate(chdb_client, ctx)
     assert migrate(chdb_client, ctx) == []
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(4,)]
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(5,)]
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
@@ -82,6 +84,9 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         parameters={"d": database},
     ).result_rows
     assert rows == [
+        # Findings and detector state are small and kept: findings are the incident history.
+        ("detector_state", ""),
+        ("findings", ""),
         ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
         ("flows", "toDateTime(TimeReceived) + toIntervalDay(4)"),
         ("flows_1m", "Minute + toIntervalDay(4)"),

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
 
+from vigil.store.findings import Finding, FindingQuery, FindingStore
 from vigil.store.flows_read import (
     NetworkHealth,
     ThroughputSeries,
@@ -361,6 +362,12 @@ class StoreReader:
 
     def network_health(self, *, start_s: float, end_s: float) -> NetworkHealth:
         return network_health(self._query, start_s=start_s, end_s=end_s)
+
+    def findings(self, query: FindingQuery) -> list[Finding]:
+        return FindingStore(self.client, self.database).query(query)
+
+    def finding(self, finding_id: str) -> Finding | None:
+        return FindingStore(self.client, self.database).get(finding_id)
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace, ordered by start time; empty when the trace is unknown."""

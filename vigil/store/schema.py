@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 __all__ = [
+    "DETECTOR_STATE",
+    "FINDINGS",
     "FLOWS",
     "FLOWS_1M",
     "FLOWS_ARROW_SCHEMA",
@@ -714,6 +716,54 @@ FLOWS_1M_MV = MaterializedView(
     GROUP BY Minute, Exporter, Interface, Direction, Customer, Protocol""",
 )
 
+# What the detectors found. A finding is rewritten as it develops (observed value, severity,
+# closing), each time with a newer UpdatedAt; readers take the newest row per Id (FINAL).
+# Ids are derived from the series and the onset, so replaying a bucket rewrites the same finding.
+FINDINGS = Table(
+    name="findings",
+    columns="""
+    Id String,
+    Kind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    Operation String,
+    Signal LowCardinality(String),
+    SeriesKey String,
+    StartedAt DateTime('UTC'),
+    EndedAt Nullable(DateTime('UTC')),
+    Status LowCardinality(String),
+    Severity LowCardinality(String),
+    Score Float64,
+    Baseline Float64,
+    Observed Float64,
+    Unit LowCardinality(String),
+    Summary String,
+    DeployId String,
+    ExemplarTraceIds Array(String),
+    TopAttributes String,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    order_by="Id",
+    settings="index_granularity = 8192",
+    # All versions of one finding on one shard, so FINAL can pick the newest.
+    shard_key="cityHash64(Id)",
+)
+
+# Each detector family's watermark (the end of the last bucket it consumed) and model state.
+DETECTOR_STATE = Table(
+    name="detector_state",
+    columns="""
+    Detector String,
+    Watermark DateTime('UTC'),
+    State String,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    order_by="Detector",
+    settings="index_granularity = 8192",
+    shard_key="cityHash64(Detector)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -723,6 +773,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "logs", (LOGS,)),
     Migration(3, "metrics: one table per point type, and the metrics catalog", _METRIC_OBJECTS),
     Migration(4, "flows, their per-minute rollup, and flow exporters", (FLOWS, FLOWS_1M, FLOWS_1M_MV, FLOW_EXPORTERS)),
+    Migration(5, "detector findings and detector state", (FINDINGS, DETECTOR_STATE)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

@@ -1,0 +1,149 @@
+"""Service regressions: latency, error rate and throughput per service and per operation.
+
+Series come from the per-minute RED rollup of entry spans (`spans_red_1m`): for each service
+and for each (service, operation), latency p50/p95/p99 in ms, error rate, and requests per
+minute. Latency and throughput series each have a `LevelShiftDetector` (latency watched for
+rises only, throughput for drops and spikes); error rates an `ErrorRateDetector`.
+
+Finding rules, as an on-call engineer may rely on them:
+- Cold start: a series is judged only once its detector has a baseline (`warmup` buckets with
+  data); a new service or operation produces no findings before then.
+- Latency of a minute with fewer than `MIN_REQUESTS` requests is "no data": a p99 of three
+  requests says nothing. A minute without requests counts as 0 throughput. Error rates are
+  judged on counts (`ErrorRateDetector`), so low volume weighs as little as it should.
+- One finding per excursion, opened at the detector's onset estimate, closed when the series
+  is back to its baseline.
+- Evidence when a finding opens: the deploy nearest before the onset (until deploy events
+  exist, the first minute a new `service.version` served requests), up to five trace ids of
+  the slowest (latency, throughput) or erroring (error rate) requests since the onset, and the
+  attribute values over-represented among the slow or erroring requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+from vigil.detectors.base import SeriesDetector
+from vigil.detectors.error_rate import ErrorRateDetector
+from vigil.detectors.level_shift import LevelShiftDetector
+from vigil.detectors.runner import Buckets, SeriesInfo
+from vigil.store.detector_read import exemplar_trace_ids, red_buckets, top_attributes, version_starts
+from vigil.store.findings import AttributeShare, Finding
+
+__all__ = ["MIN_REQUESTS", "ServiceRegressions", "detected_deploy_id"]
+
+MIN_REQUESTS = 5
+# How far back from the onset the "before" of attribute shares and deploy search reach.
+_BASELINE_WINDOW_S = 3600.0
+_DEPLOY_LOOKBACK_S = 86400.0
+# Onsets are estimates to a minute or two, so a version first seen this soon after one still counts.
+_ONSET_SLACK_S = 180.0
+
+_SIGNALS: dict[str, str] = {
+    "latency_p50": "ms",
+    "latency_p95": "ms",
+    "latency_p99": "ms",
+    "error_rate": "ratio",
+    "throughput": "requests/min",
+}
+
+
+def detected_deploy_id(service: str, version: str) -> str:
+    """The id of the deploy that Vigil infers when `version` of `service` first serves requests.
+
+    >>> detected_deploy_id("checkout", "1.4.2")
+    'd-d9b20d6485765dce'
+    """
+    return "d-" + hashlib.blake2b(f"{service}\0{version}".encode(), digest_size=8).hexdigest()
+
+
+def series_key(service: str, operation: str, signal: str) -> str:
+    return json.dumps([service, operation, signal], separators=(",", ":"))
+
+
+class ServiceRegressions:
+    """The service-regression family of detectors (see the module docstring)."""
+
+    name = "service_regressions"
+    kind = "service_regression"
+    step = 60.0
+
+    def __init__(self, client: Client, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    def buckets(self, start: float, end: float) -> Buckets:
+        by_minute: dict[float, dict[str, float | dict[str, float]]] = {}
+        for b in red_buckets(self.client, self.database, start, end):
+            values = by_minute.setdefault(b.minute, {})
+            values[series_key(b.service, b.operation, "throughput")] = float(b.requests)
+            if b.requests:
+                values[series_key(b.service, b.operation, "error_rate")] = {"y": b.errors, "n": b.requests}
+            if b.requests >= MIN_REQUESTS:
+                values[series_key(b.service, b.operation, "latency_p50")] = b.p50_ms
+                values[series_key(b.service, b.operation, "latency_p95")] = b.p95_ms
+                values[series_key(b.service, b.operation, "latency_p99")] = b.p99_ms
+        return sorted(by_minute.items())
+
+    def new_detector(self, series: str) -> SeriesDetector:
+        signal = json.loads(series)[2]
+        if signal == "error_rate":
+            return ErrorRateDetector()
+        return LevelShiftDetector(direction="both" if signal == "throughput" else "up")
+
+    def absent_value(self, series: str) -> float | None:
+        return 0.0 if json.loads(series)[2] == "throughput" else None
+
+    def describe(self, series: str) -> SeriesInfo:
+        service, operation, signal = json.loads(series)
+        return SeriesInfo(service=service, operation=operation, signal=signal, unit=_SIGNALS[signal])
+
+    def enrich(self, finding: Finding, now: float) -> Finding:
+        errors = finding.signal == "error_rate"
+        exemplars = exemplar_trace_ids(
+            self.client,
+            self.database,
+            service=finding.service,
+            operation=finding.operation,
+            start=finding.started_at,
+            end=now,
+            errors=errors,
+        )
+        slow_ms = None
+        if finding.signal.startswith("latency"):
+            # "Slow" is slower than the baseline value of the signal: for p95, the requests
+            # that would have been the slowest 5% before.
+            slow_ms = finding.baseline
+        attributes: list[AttributeShare] = []
+        if finding.signal != "throughput":
+            attributes = top_attributes(
+                self.client,
+                self.database,
+                service=finding.service,
+                operation=finding.operation,
+                bad_start=finding.started_at,
+                bad_end=now,
+                baseline_start=finding.started_at - _BASELINE_WINDOW_S,
+                slow_ms=slow_ms,
+            )
+        deploy_id, summary = "", finding.summary
+        versions = version_starts(self.client, self.database, finding.service, finding.started_at + _ONSET_SLACK_S)
+        # A version first seen before the service's own first minute is no deploy: it is the start.
+        if len(versions) > 1:
+            latest = versions[-1]
+            if finding.started_at - latest.first_seen <= _DEPLOY_LOOKBACK_S:
+                deploy_id = detected_deploy_id(finding.service, latest.version)
+                at = datetime.fromtimestamp(latest.first_seen, UTC).strftime("%H:%M UTC")
+                summary = f"{summary} Version {latest.version} began serving at {at}."
+        return replace(
+            finding,
+            exemplar_trace_ids=tuple(exemplars),
+            top_attributes=tuple(attributes),
+            deploy_id=deploy_id,
+            summary=summary,
+        )

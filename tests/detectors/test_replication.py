@@ -1,0 +1,84 @@
+"""End to end: replication lag gauges over OTLP/HTTP become replication-lag findings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from tests.collector.otlp_values import kvs
+from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from vigil.detectors.replication import ReplicationLag
+from vigil.detectors.runner import DetectorRunner
+from vigil.settings import load_settings
+from vigil.store.client import open_client
+from vigil.store.findings import FindingQuery, FindingStore
+
+REPORT_S = 10
+
+
+def lag_request(service: str, replica: str, points: list[tuple[float, float]]) -> bytes:
+    gauge = Gauge(
+        data_points=[
+            NumberDataPoint(time_unix_nano=int(t * 1e9), as_double=lag, attributes=kvs({"replica": replica}))
+            for t, lag in points
+        ]
+    )
+    request = ExportMetricsServiceRequest(
+        resource_metrics=[
+            ResourceMetrics(
+                resource=Resource(attributes=kvs({"service.name": service})),
+                scope_metrics=[
+                    ScopeMetrics(metrics=[Metric(name="db.replication.lag_seconds", unit="s", gauge=gauge)])
+                ],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+@pytest.fixture
+def quiet_vigil(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
+    running, thread = start_vigil(load_settings(**vigil_settings, detectors_enabled=False))
+    try:
+        yield running
+    finally:
+        stop_vigil(running, thread)
+
+
+def test_a_stalled_replica_is_flagged_within_a_minute_and_a_noisy_one_never(quiet_vigil: RunningVigil) -> None:
+    rng = np.random.default_rng(3)
+    start = int(time.time()) // 60 * 60 - 3600
+    stall = start + 1800 + 5  # db-2 stops applying; its lag grows 1 s per second
+    times = [start + REPORT_S * i for i in range(360)]
+    noisy = [(t, float(rng.uniform(0, 3))) for t in times]
+    stalled = [(t, float(rng.uniform(0, 3)) + max(0.0, t - stall)) for t in times]
+    for replica, points in (("db-1", noisy), ("db-2", stalled)):
+        response = httpx.post(
+            f"{quiet_vigil.otlp_http}/v1/metrics",
+            content=lag_request("orders-db", replica, points),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        assert response.status_code == 200
+    quiet_vigil.flush()
+
+    client = open_client(quiet_vigil.settings.clickhouse_url)
+    database = quiet_vigil.settings.clickhouse_database
+    store = FindingStore(client, database)
+    family = ReplicationLag(client, database, ("db.replication.lag_seconds",), threshold_seconds=30.0)
+    runner = DetectorRunner(family, store, grace=0.0, clock=lambda: stall + 60)
+    runner.reset(start)
+    runner.run()
+
+    [finding] = store.query(FindingQuery(since=0))
+    assert (finding.kind, finding.service, finding.operation) == ("replication_lag", "orders-db", "replica=db-2")
+    assert finding.status == "open"
+    assert stall - 20 <= finding.started_at <= stall + 20
+    assert finding.unit == "s"
