@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tests.collector.otlp_values import kvs
-from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from tests.conftest import RunningVigil
 from vigil.detectors.replication import ReplicationLag
 from vigil.detectors.runner import DetectorRunner
-from vigil.settings import load_settings
 from vigil.store.client import open_client
 from vigil.store.findings import FindingQuery, FindingStore
 
@@ -42,15 +38,6 @@ def lag_request(service: str, replica: str, points: list[tuple[float, float]]) -
         ]
     )
     return request.SerializeToString()
-
-
-@pytest.fixture
-def quiet_vigil(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
-    running, thread = start_vigil(load_settings(**vigil_settings, detectors_enabled=False))
-    try:
-        yield running
-    finally:
-        stop_vigil(running, thread)
 
 
 def test_a_stalled_replica_is_flagged_within_a_minute_and_a_noisy_one_never(quiet_vigil: RunningVigil) -> None:

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from tests.conftest import RunningVigil
 from vigil.detectors.runner import DetectorRunner
 from vigil.detectors.service_regressions import ServiceRegressions, detected_deploy_id, series_key
-from vigil.settings import load_settings
 from vigil.store.client import open_client
 from vigil.store.findings import FindingQuery, FindingStore
 
@@ -86,16 +84,6 @@ def send_traffic(endpoint: str, start: float) -> Traffic:
     for provider in providers.values():
         provider.shutdown()
     return traffic
-
-
-@pytest.fixture
-def quiet_vigil(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
-    """A Vigil whose own detector thread is off: the test drives the runner over past minutes."""
-    running, thread = start_vigil(load_settings(**vigil_settings, detectors_enabled=False))
-    try:
-        yield running
-    finally:
-        stop_vigil(running, thread)
 
 
 @pytest.fixture
