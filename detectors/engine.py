@@ -52,6 +52,16 @@ class DetectorEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings, client: Client, database: str) -> DetectorEngine:
+        """The families `settings` turn on, with their grace and interval: `vigil serve` and `vigil detect` alike."""
+        return cls(
+            build_families(settings, client, database),
+            FindingStore(client, database),
+            grace=settings.detector_grace,
+            interval=settings.detector_interval,
+        )
+
     def run_once(self, until: float | None = None) -> int:
         """Consume every closed bucket of every family; returns buckets consumed in all."""
         total = 0

@@ -214,6 +214,27 @@ def test_detect_backfills_an_embedded_store_and_stops_when_caught_up(tmp_path: P
     assert "replaying 2h" in result.stdout
 
 
+def test_detect_keeps_the_retention_the_settings_ask_for(tmp_path: Path) -> None:
+    env = vigil_env(tmp_path / "data") | {"VIGIL_TRACES_RETENTION_DAYS": "3"}
+    result = subprocess.run([*VIGIL, "detect", "--once"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # chDB opens one data directory per process, and this one already has the tests' own.
+    ttl = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vigil.store.client import open_client; import sys; "
+            f"print(open_client('chdb://{tmp_path / 'data'}').query("
+            "\"SELECT extract(create_table_query, 'TTL (.+?) SETTINGS') FROM system.tables "
+            "WHERE database = 'vigil' AND name = 'spans'\").result_rows[0][0])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ttl.stdout == "toDateTime(Timestamp) + toIntervalDay(3)\n", ttl.stderr
+
+
 def test_detect_names_a_bad_backfill(tmp_path: Path) -> None:
     env = vigil_env(tmp_path / "data")
     result = subprocess.run([*VIGIL, "detect", "--backfill", "soon"], env=env, capture_output=True, text=True)

@@ -126,12 +126,10 @@ def detect(
 
     from rich.progress import Progress
 
-    from vigil.detectors.engine import DetectorEngine, build_families
+    from vigil.detectors.engine import DetectorEngine
     from vigil.settings import parse_duration
     from vigil.store.client import database_from_url, open_client
-    from vigil.store.findings import FindingStore
-    from vigil.store.migrate import migrate
-    from vigil.store.schema import DdlContext
+    from vigil.store.migrate import ddl_context, migrate
 
     settings = _settings()
     _configure_logging(settings.log_level)
@@ -143,16 +141,11 @@ def detect(
     try:
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = open_client(settings.clickhouse_url)
-        migrate(client, DdlContext(database=database, cluster=settings.clickhouse_cluster))
+        migrate(client, ddl_context(settings, database))
     except ConfigError as exc:
         typer.echo(f"vigil: {exc}", err=True)
         raise typer.Exit(2) from None
-    engine = DetectorEngine(
-        build_families(settings, client, database),
-        FindingStore(client, database),
-        grace=settings.detector_grace,
-        interval=settings.detector_interval,
-    )
+    engine = DetectorEngine.from_settings(settings, client, database)
     if backfill_s is not None:
         start = time.time() - backfill_s
         for runner in engine.runners:

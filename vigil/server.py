@@ -36,14 +36,12 @@ from vigil.collector.process import CollectorProcesses
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import views
-from vigil.detectors.engine import DetectorEngine, build_families
+from vigil.detectors.engine import DetectorEngine
 from vigil.errors import ConfigError
 from vigil.settings import Settings
 from vigil.store.client import database_from_url, open_client
-from vigil.store.findings import FindingStore
-from vigil.store.migrate import migrate
+from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
-from vigil.store.schema import DdlContext
 from vigil.store.write import StoreWriter
 
 __all__ = ["Ports", "Vigil", "build_web_app", "stop_on_signals"]
@@ -150,15 +148,7 @@ class Vigil:
             )
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = open_client(settings.clickhouse_url)
-        ctx = DdlContext(
-            database=database,
-            cluster=settings.clickhouse_cluster,
-            traces_retention_days=settings.traces_retention_days,
-            logs_retention_days=settings.logs_retention_days,
-            metrics_retention_days=settings.metrics_retention_days,
-            flows_retention_days=settings.flows_retention_days,
-        )
-        await asyncio.to_thread(migrate, client, ctx)
+        await asyncio.to_thread(migrate, client, ddl_context(settings, database))
         reader = StoreReader(client, database)
 
         self.inserter = Inserter(
@@ -169,13 +159,7 @@ class Vigil:
         )
         await asyncio.to_thread(self.inserter.start)
         if settings.detectors_enabled:
-            self.detectors = await asyncio.to_thread(
-                DetectorEngine,
-                build_families(settings, client, database),
-                FindingStore(client, database),
-                grace=settings.detector_grace,
-                interval=settings.detector_interval,
-            )
+            self.detectors = await asyncio.to_thread(DetectorEngine.from_settings, settings, client, database)
             self.detectors.start()
 
         host = settings.bind

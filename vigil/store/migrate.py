@@ -13,6 +13,7 @@ import re
 
 from clickhouse_connect.driver.client import Client
 
+from vigil.settings import Settings
 from vigil.store.schema import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
@@ -22,9 +23,22 @@ from vigil.store.schema import (
     ttl_tables,
 )
 
-__all__ = ["applied_versions", "migrate"]
+__all__ = ["applied_versions", "ddl_context", "migrate"]
 
 logger = logging.getLogger(__name__)
+
+
+def ddl_context(settings: Settings, database: str) -> DdlContext:
+    """The DDL context `settings` ask for; every process that migrates must use it, or the
+    retention it enforces on start would revert to the defaults."""
+    return DdlContext(
+        database=database,
+        cluster=settings.clickhouse_cluster,
+        traces_retention_days=settings.traces_retention_days,
+        logs_retention_days=settings.logs_retention_days,
+        metrics_retention_days=settings.metrics_retention_days,
+        flows_retention_days=settings.flows_retention_days,
+    )
 
 
 def applied_versions(client: Client, ctx: DdlContext) -> list[int]:
