@@ -26,6 +26,7 @@ from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.decode_pool import DecodePool
 from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.ingest import OtlpIngest
+from vigil.collector.log_templating import LogTemplater
 from vigil.collector.netflow_receiver import NetflowReceiver
 from vigil.collector.otlp_grpc import OtlpGrpcReceiver
 from vigil.collector.otlp_http import create_otlp_http_app
@@ -94,13 +95,14 @@ def bind_tcp(host: str, port: int, *, listen: bool, reuseport: bool = True) -> s
 
 
 class Collector:
-    """Receivers -> decode -> batcher -> write-ahead log, in the current process and event loop."""
+    """Receivers -> decode -> batcher -> log templates -> write-ahead log, in the current process and event loop."""
 
     def __init__(self, config: CollectorConfig, on_append: Callable[[], None] | None = None) -> None:
         self.config = config
         self.on_append = on_append
         self._decode_pool = DecodePool(config.max_request_bytes)
         self._batcher: Batcher | None = None
+        self._templater: LogTemplater | None = None
         self._grpc: OtlpGrpcReceiver | None = None
         self._http: EmbeddedServer | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -111,9 +113,11 @@ class Collector:
         config = self.config
         wal = WriteAheadLog(Path(config.wal_root) / config.wal_name, fsync=config.wal_fsync)
         writer = WalWriter(wal, WalCapacity(Path(config.wal_root), config.max_wal_bytes), self.on_append)
-        writer.start()
+        # The miner's state sits beside this collector's log (outside it: the inserter reads only segments).
+        self._templater = LogTemplater(writer, Path(config.wal_root) / f"{config.wal_name}.templates")
+        self._templater.start()
         self._batcher = Batcher(
-            writer, BatcherConfig(config.max_batch_rows, config.max_batch_age, config.max_queue_rows)
+            self._templater, BatcherConfig(config.max_batch_rows, config.max_batch_age, config.max_queue_rows)
         )
         self._batcher.start()
         self._decode_pool.start()
@@ -156,4 +160,7 @@ class Collector:
         if self._batcher is not None:
             await asyncio.to_thread(self._batcher.shutdown)
             self._batcher = None
+        if self._templater is not None:
+            await asyncio.to_thread(self._templater.shutdown)
+            self._templater = None
         await asyncio.to_thread(self._decode_pool.shutdown)

@@ -23,26 +23,28 @@ Placeholders in templates:
   <ID>``) becomes one placeholder, so that lists of any length are one template;
 - ``<*>``, Drain's own: a token that differed between bodies of the cluster.
 
-A template id is the drain3 cluster id: it never changes for a cluster, even when the cluster's
-template generalises, and clusters never merge, so the id assigned to a body is final. Id 0 is
-reserved for empty (blank) bodies. One configuration serves every log source; its grouping accuracy
-on Loghub is measured by ``tests/bench/loghub.py``.
+A template id names a cluster by the template it started with (a 63-bit hash of the first masked
+body that formed it): it never changes for a cluster, even when the cluster's template generalises,
+and clusters never merge, so the id assigned to a body is final. Because it depends on content and
+not on arrival order, miners in different collector processes, or a miner restored from an older
+snapshot, give the same id to a message shape they each start a cluster for. Id 0 is reserved for
+empty (blank) bodies. One configuration serves every log source; its grouping accuracy on Loghub
+is measured by ``tests/bench/loghub.py``.
 
 `LogTemplateMiner` is not thread-safe: one owner mines, in arrival order.
 
 >>> miner = LogTemplateMiner()
->>> miner.mine("Connection from 10.0.0.1 port 22 after 15ms")
-MinedTemplate(template_id=1, template='Connection from <IP> port <NUM> after <NUM>ms')
->>> miner.mine("Connection from [2001:db8::7]:2201 port 2201 after 3ms")
-MinedTemplate(template_id=1, template='Connection from <IP> port <NUM> after <NUM>ms')
+>>> miner.mine("Connection from 10.0.0.1 port 22 after 15ms").template
+'Connection from <IP> port <NUM> after <NUM>ms'
 >>> miner.mine("Disk /dev/sda1 is full")
-MinedTemplate(template_id=2, template='Disk <PATH> is full')
+MinedTemplate(template_id=8048039285100846793, template='Disk <PATH> is full')
 >>> miner.mine("Disk /dev/sdb2 is failing")
-MinedTemplate(template_id=2, template='Disk <PATH> is <*>')
+MinedTemplate(template_id=8048039285100846793, template='Disk <PATH> is <*>')
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Sequence
@@ -54,7 +56,7 @@ from drain3.drain import LogCluster, Node
 from drain3.masking import MaskingInstruction
 from drain3.template_miner_config import TemplateMinerConfig
 
-__all__ = ["EMPTY_TEMPLATE_ID", "MAX_BODY_CHARS", "LogTemplateMiner", "MinedTemplate"]
+__all__ = ["EMPTY_TEMPLATE_ID", "MAX_BODY_CHARS", "LogTemplateMiner", "MinedTemplate", "template_id_of"]
 
 EMPTY_TEMPLATE_ID = 0
 
@@ -137,7 +139,7 @@ _EXTRA_DELIMITERS: tuple[str, ...] = ()
 # Tokens with a digit that survive masking (MSRA-SA-41, x86) take the tree's wildcard branch.
 _PARAMETRIZE_NUMERIC_TOKENS = True
 
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,12 @@ class MinedTemplate:
 
 
 _EMPTY = MinedTemplate(EMPTY_TEMPLATE_ID, "")
+
+
+def template_id_of(first_template: str) -> int:
+    """The id of a cluster that started as `first_template`: 63 bits, so it fits signed and unsigned columns."""
+    digest = hashlib.blake2b(first_template.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 1) or 1
 
 
 class _Mask(MaskingInstruction):  # type: ignore[misc]
@@ -198,6 +206,8 @@ class LogTemplateMiner:
         self._miner: Any = TemplateMiner(config=_config())
         self._drain: Any = self._miner.drain
         self._mask = self._miner.masker.mask
+        # Drain's cluster id (arrival order, local to this miner) -> the template id (content-derived).
+        self._template_ids: dict[int, int] = {}
         self._body_to_id: dict[str, int] = {}
 
     def mine(self, body: str) -> MinedTemplate:
@@ -213,12 +223,22 @@ class LogTemplateMiner:
             if cluster is not None:
                 cluster.size += 1
                 self._body_to_id[body] = cluster_id
-                return MinedTemplate(cluster_id, cluster.get_template())
-        cluster, _ = self._drain.add_log_message(self._mask(body))
+                return MinedTemplate(self._template_ids[cluster_id], cluster.get_template())
+        cluster, change = self._drain.add_log_message(self._mask(body))
+        template = cluster.get_template()
+        if change == "cluster_created" or cluster.cluster_id not in self._template_ids:
+            self._template_ids[cluster.cluster_id] = template_id_of(template)
+        if len(self._template_ids) > 2 * len(self._drain.id_to_cluster) + 1024:
+            self._forget_evicted()
         if len(self._body_to_id) >= _BODY_CACHE_SIZE:
             del self._body_to_id[next(iter(self._body_to_id))]
         self._body_to_id[body] = cluster.cluster_id
-        return MinedTemplate(cluster.cluster_id, cluster.get_template())
+        return MinedTemplate(self._template_ids[cluster.cluster_id], template)
+
+    def _forget_evicted(self) -> None:
+        # Drain evicts least recently used clusters past its bound; their ids go with them.
+        live = self._drain.id_to_cluster
+        self._template_ids = {cid: tid for cid, tid in self._template_ids.items() if cid in live}
 
     def mine_many(self, bodies: Sequence[str]) -> list[MinedTemplate]:
         """`mine` each body in order."""
@@ -236,7 +256,10 @@ class LogTemplateMiner:
         The masks are configuration, not state: restore with the same version of this module.
         """
         drain = self._drain
-        clusters = [[c.cluster_id, list(c.log_template_tokens), c.size] for c in drain.id_to_cluster.values()]
+        clusters = [
+            [c.cluster_id, list(c.log_template_tokens), c.size, self._template_ids[c.cluster_id]]
+            for c in drain.id_to_cluster.values()
+        ]
         state = {
             "version": _SNAPSHOT_VERSION,
             "clusters_counter": drain.clusters_counter,
@@ -258,10 +281,11 @@ class LogTemplateMiner:
         miner = cls()
         drain: Any = miner._drain
         try:
-            for cluster_id, tokens, size in state["clusters"]:
+            for cluster_id, tokens, size, template_id in state["clusters"]:
                 cluster = LogCluster(tokens, int(cluster_id))
                 cluster.size = int(size)
                 drain.id_to_cluster[cluster.cluster_id] = cluster
+                miner._template_ids[cluster.cluster_id] = int(template_id)
             drain.clusters_counter = int(state["clusters_counter"])
             drain.root_node = _load_node(state["tree"])
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:

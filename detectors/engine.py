@@ -9,9 +9,13 @@ from collections.abc import Callable
 
 from clickhouse_connect.driver.client import Client
 
+from vigil.detectors.canary import CanaryFinalizer
+from vigil.detectors.log_patterns import LogPatterns
+from vigil.detectors.network import NetworkAnomalies
 from vigil.detectors.replication import ReplicationLag
 from vigil.detectors.runner import DetectorRunner, Family
 from vigil.detectors.service_regressions import ServiceRegressions
+from vigil.detectors.slo import SloBurn, SloCounter
 from vigil.settings import Settings
 from vigil.store.findings import FindingStore
 
@@ -22,7 +26,12 @@ logger = logging.getLogger(__name__)
 
 def build_families(settings: Settings, client: Client, database: str) -> list[Family]:
     """The detector families that `settings` turn on."""
-    families: list[Family] = [ServiceRegressions(client, database)]
+    counter = SloCounter(client, database, lookback_s=settings.traces_retention_days * 86400.0)
+    families: list[Family] = [
+        ServiceRegressions(client, database),
+        LogPatterns(client, database),
+        SloBurn(client, database, counter),
+    ]
     if settings.replication_lag_metric_names:
         families.append(
             ReplicationLag(
@@ -32,6 +41,8 @@ def build_families(settings: Settings, client: Client, database: str) -> list[Fa
                 threshold_seconds=settings.replication_lag_threshold,
             )
         )
+    # Always on: with no flows it costs two small queries a minute.
+    families.append(NetworkAnomalies(client, database))
     return families
 
 
@@ -46,8 +57,10 @@ class DetectorEngine:
         grace: float,
         interval: float,
         clock: Callable[[], float] | None = None,
+        canary: CanaryFinalizer | None = None,
     ) -> None:
         self.runners = [DetectorRunner(family, store, grace=grace, clock=clock or time.time) for family in families]
+        self.canary = canary
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,6 +73,9 @@ class DetectorEngine:
             FindingStore(client, database),
             grace=settings.detector_grace,
             interval=settings.detector_interval,
+            canary=CanaryFinalizer(
+                client, database, grace=settings.detector_grace, min_requests=settings.canary_min_requests
+            ),
         )
 
     def run_once(self, until: float | None = None) -> int:
@@ -72,6 +88,11 @@ class DetectorEngine:
                 # One family failing (the store away, a bad model) must not stop the others;
                 # its watermark did not move, so the next round retries the same buckets.
                 logger.exception("detector %s failed; retrying next round", runner.family.name)
+        if self.canary is not None:
+            try:
+                self.canary.run()
+            except Exception:
+                logger.exception("judging closed canary analyses failed; retrying next round")
         return total
 
     def run_forever(self) -> None:

@@ -32,7 +32,9 @@ class ErrorRateDetector:
         warmup_requests: int = 500,
         warmup_buckets: int = 30,
         half_life_buckets: float = 1440.0,
+        noun: str = "requests",
     ) -> None:
+        self.noun = noun  # what "n" counts, for the summary
         self.h = h
         self.min_increase = min_increase
         self.min_ratio = min_ratio
@@ -74,6 +76,15 @@ class ErrorRateDetector:
         errors, requests = x["y"], x.get("n", 0.0)
         if requests <= 0:
             return
+        if self.total_requests < self.warmup_requests or self.buckets < self.warmup_buckets:
+            # Warm-up only learns the baseline: evidence gathered against the prior would leave a
+            # service whose normal rate is high (30% failed logins) in alarm, and its baseline
+            # frozen, as soon as it warmed up.
+            self.errors = self.errors * self.decay + errors
+            self.requests = self.requests * self.decay + requests
+            self.buckets += 1
+            self.total_requests += int(requests)
+            return
         before = self.s
         self.s = max(0.0, self.s + self._increment(errors, requests))
         if before == 0.0 and self.s > 0.0:
@@ -84,8 +95,7 @@ class ErrorRateDetector:
             self.since_requests += requests
         # Cap the evidence so that a long incident drains within minutes once it is over.
         self.s = min(self.s, 3 * self.h)
-        warm = self.total_requests >= self.warmup_requests and self.buckets >= self.warmup_buckets
-        if self.alarm_onset is None and warm and self.s >= self.h:
+        if self.alarm_onset is None and self.s >= self.h:
             self.alarm_onset = self.s_zero_at
         elif self.alarm_onset is not None and self.s == 0.0:
             self.alarm_onset = None
@@ -108,7 +118,7 @@ class ErrorRateDetector:
             score=min(self.s / self.h, 1.0),
             severity=severity,
             summary=(
-                f"Error rate rose to {observed:.1%} of {int(self.since_requests)} requests "
+                f"Error rate rose to {observed:.1%} of {int(self.since_requests)} {getattr(self, 'noun', 'requests')} "
                 f"from a baseline of {baseline:.2%}."
             ),
         )

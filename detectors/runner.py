@@ -83,6 +83,9 @@ class _Series:
     detector: SeriesDetector
     last_seen: float
     open: Finding | None = None
+    # The open finding's summary with the detector's sentence as "{}": what `enrich` wrapped
+    # around it (the template, the deploy), kept when the detector's sentence is rewritten.
+    summary_frame: str = "{}"
 
 
 @dataclass(slots=True)
@@ -233,6 +236,12 @@ class DetectorRunner:
             except Exception:
                 # Evidence is a nicety; the finding itself must not be lost over it.
                 logger.exception("cannot gather evidence for finding %s", finding.id)
+            before, found, after = finding.summary.partition(anomaly.summary)
+            entry.summary_frame = (
+                before.replace("{", "{{").replace("}", "}}") + "{}" + after.replace("{", "{{").replace("}", "}}")
+                if found
+                else "{}"
+            )
             entry.open = finding
             changed[finding.id] = finding
             return
@@ -244,7 +253,7 @@ class DetectorRunner:
                 severity=anomaly.severity,
                 score=anomaly.score,
                 observed=anomaly.observed,
-                summary=anomaly.summary,
+                summary=getattr(entry, "summary_frame", "{}").format(anomaly.summary),
             )
             entry.open = updated
             changed[updated.id] = updated

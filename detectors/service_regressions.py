@@ -13,15 +13,14 @@ Finding rules, as an on-call engineer may rely on them:
   judged on counts (`ErrorRateDetector`), so low volume weighs as little as it should.
 - One finding per excursion, opened at the detector's onset estimate, closed when the series
   is back to its baseline.
-- Evidence when a finding opens: the deploy nearest before the onset (until deploy events
-  exist, the first minute a new `service.version` served requests), up to five trace ids of
+- Evidence when a finding opens: the deploy nearest before the onset (reported by a pipeline,
+  or detected: the first minute a new `service.version` served requests), up to five trace ids of
   the slowest (latency, throughput) or erroring (error rate) requests since the onset, and the
   attribute values over-represented among the slow or erroring requests.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,10 +31,11 @@ from vigil.detectors.base import SeriesDetector
 from vigil.detectors.error_rate import ErrorRateDetector
 from vigil.detectors.level_shift import LevelShiftDetector
 from vigil.detectors.runner import Buckets, SeriesInfo
-from vigil.store.detector_read import exemplar_trace_ids, red_buckets, top_attributes, version_starts
+from vigil.store.deploys import DeployStore
+from vigil.store.detector_read import exemplar_trace_ids, red_buckets, top_attributes
 from vigil.store.findings import AttributeShare, Finding
 
-__all__ = ["MIN_REQUESTS", "ServiceRegressions", "detected_deploy_id"]
+__all__ = ["MIN_REQUESTS", "ServiceRegressions", "nearest_deploy"]
 
 MIN_REQUESTS = 5
 # How far back from the onset the "before" of attribute shares and deploy search reach.
@@ -53,13 +53,19 @@ _SIGNALS: dict[str, str] = {
 }
 
 
-def detected_deploy_id(service: str, version: str) -> str:
-    """The id of the deploy that Vigil infers when `version` of `service` first serves requests.
+def nearest_deploy(client: Client, database: str, service: str, onset: float) -> tuple[str, str]:
+    """The deploy of `service` nearest before `onset` (within a day), and a sentence naming it.
 
-    >>> detected_deploy_id("checkout", "1.4.2")
-    'd-d9b20d6485765dce'
+    Reported deploys and detected ones (a new `service.version` serving) alike; ("", "") when none.
     """
-    return "d-" + hashlib.blake2b(f"{service}\0{version}".encode(), digest_size=8).hexdigest()
+    # Onsets are estimates to a minute or two: a deploy just after the estimate still counts.
+    deploy = DeployStore(client, database).nearest_before(service, onset + _ONSET_SLACK_S, lookback=_DEPLOY_LOOKBACK_S)
+    if deploy is None:
+        return "", ""
+    at = datetime.fromtimestamp(deploy.started_at, UTC).strftime("%H:%M UTC")
+    if deploy.detected:
+        return deploy.id, f"Version {deploy.version} began serving at {at}."
+    return deploy.id, f"Deploy of {deploy.version} ({deploy.kind}) started at {at}."
 
 
 def series_key(service: str, operation: str, signal: str) -> str:
@@ -131,15 +137,8 @@ class ServiceRegressions:
                 baseline_start=finding.started_at - _BASELINE_WINDOW_S,
                 slow_ms=slow_ms,
             )
-        deploy_id, summary = "", finding.summary
-        versions = version_starts(self.client, self.database, finding.service, finding.started_at + _ONSET_SLACK_S)
-        # A version first seen before the service's own first minute is no deploy: it is the start.
-        if len(versions) > 1:
-            latest = versions[-1]
-            if finding.started_at - latest.first_seen <= _DEPLOY_LOOKBACK_S:
-                deploy_id = detected_deploy_id(finding.service, latest.version)
-                at = datetime.fromtimestamp(latest.first_seen, UTC).strftime("%H:%M UTC")
-                summary = f"{summary} Version {latest.version} began serving at {at}."
+        deploy_id, note = nearest_deploy(self.client, self.database, finding.service, finding.started_at)
+        summary = f"{finding.summary} {note}" if note else finding.summary
         return replace(
             finding,
             exemplar_trace_ids=tuple(exemplars),

@@ -15,6 +15,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from vigil.collector.log_templates import template_id_of
+
+# The template each body of `orders_logs` is stored with: its variable parts masked.
+ORDERS_TEMPLATES = {
+    "cache warm: 120 keys": "cache warm: <NUM> keys",
+    "order A-42 accepted": "order A-<NUM> accepted",
+    "payment for order A-42 failed: card declined": "payment for order A-<NUM> failed: card declined",
+    "slow query: 100% of budget used": "slow query: <NUM>% of budget used",
+}
+
 
 def orders_logs_with_span(service: str = "orders") -> tuple[list[ReadableLogRecord], str, list[ReadableSpan]]:
     """Four records from Python's logging through the SDK's handler; two inside a span.
@@ -73,4 +83,34 @@ def expected_log(record: ReadableLogRecord) -> dict[str, Any]:
         "attributes": dict(log.attributes or {}),
         "resource": dict(record.resource.attributes),
         "scope": {"name": scope.name if scope else "", "version": (scope.version or "") if scope else ""},
+        "template_id": template_id_of(ORDERS_TEMPLATES[str(log.body)]),
+        "template": ORDERS_TEMPLATES[str(log.body)],
     }
+
+
+def export_logging_lines(
+    endpoint: str, service: str, lines: list[tuple[int, str, tuple[Any, ...]]]
+) -> list[ReadableLogRecord]:
+    """Log each (level, format, args) through Python's logging and the SDK, exported over OTLP/HTTP to `endpoint`."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    provider = LoggerProvider(resource=Resource.create({"service.name": service}))
+    memory = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(memory))
+    exporter = OTLPLogExporter(endpoint=f"{endpoint}/v1/logs")
+    logger = logging.getLogger(f"app.{service}.lines")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider)
+    logger.addHandler(handler)
+    try:
+        for level, message, args in lines:
+            logger.log(level, message, *args)
+        provider.force_flush()
+        records = list(memory.get_finished_logs())
+        assert exporter.export(records).name == "SUCCESS"
+    finally:
+        logger.removeHandler(handler)
+        provider.shutdown()
+        exporter.shutdown()
+    return records

@@ -21,10 +21,11 @@ def demo_vigil(vigil_settings: dict[str, Any], tmp_path: Path) -> Iterator[Runni
 
 def test_every_feed_lands_in_its_api(demo_vigil: RunningVigil) -> None:
     ports = demo_vigil.ports
-    feeds = DemoFeeds(DemoTargets("127.0.0.1", ports.otlp_grpc, ports.statsd, ports.netflow), seed=3)
+    targets = DemoTargets("127.0.0.1", ports.otlp_grpc, ports.statsd, ports.netflow)
+    feeds = DemoFeeds(targets, seed=3, incident_after_s=1.0)
     for _ in range(3):
         feeds.tick()
-    feeds.shutdown()  # exports the metrics
+    feeds.shutdown()  # exports the metrics and logs
     expected = {"orders.placed", "order.value", "stock.reserved", "process.cpu.utilization"}
     expected |= {"shop.cart.views", "shop.queue.depth", "payments.card.latency"}
     deadline = time.monotonic() + 15
@@ -32,10 +33,19 @@ def test_every_feed_lands_in_its_api(demo_vigil: RunningVigil) -> None:
         demo_vigil.flush()
         names = {m["name"] for m in httpx.get(f"{demo_vigil.api}/api/v1/metrics").json()}
         talkers = httpx.get(f"{demo_vigil.api}/api/v1/network/top-talkers", params={"by": "customer"}).json()
-        if (names >= expected and len(talkers) == 3) or time.monotonic() > deadline:
+        patterns = httpx.get(f"{demo_vigil.api}/api/v1/logs/patterns", params={"service": "payments"}).json()
+        if (names >= expected and len(talkers) == 3 and len(patterns) >= 2) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert names == expected
     # 3 ticks of 30 flows: clients in acme's and globex's subnets, servers on the internet.
     assert sorted(t["key"] for t in talkers) == ["acme", "globex", "unknown"]
     assert sum(t["flows"] for t in talkers) == 90
+    # Payments' log patterns: authorisations every tick, and from the second tick the ledger outage.
+    templates = {p["template"]: p for p in patterns}
+    assert set(templates) >= {
+        "payment for order <NUM> authorised in <NUM> ms",
+        "ledger write failed: connection to ledger-db-<NUM> refused after <NUM> retries",
+    }
+    outage = templates["ledger write failed: connection to ledger-db-<NUM> refused after <NUM> retries"]
+    assert (outage["severity_max"], outage["errors"] == outage["count"] > 0) == ("ERROR", True)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from vigil.ci import canary_app, deploy_app
 from vigil.errors import ConfigError
 from vigil.settings import Settings, load_settings
 
@@ -20,6 +21,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(deploy_app, name="deploy")
+app.add_typer(canary_app, name="canary")
 
 
 def _settings() -> Settings:
@@ -130,6 +135,7 @@ def detect(
     from vigil.settings import parse_duration
     from vigil.store.client import database_from_url, open_client
     from vigil.store.migrate import ddl_context, migrate
+    from vigil.store.slos import SloStore, load_slo_file
 
     settings = _settings()
     _configure_logging(settings.log_level)
@@ -142,6 +148,8 @@ def detect(
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = open_client(settings.clickhouse_url)
         migrate(client, ddl_context(settings, database))
+        if settings.slo_file:
+            SloStore(client, database).sync_file(load_slo_file(settings.slo_file))
     except ConfigError as exc:
         typer.echo(f"vigil: {exc}", err=True)
         raise typer.Exit(2) from None

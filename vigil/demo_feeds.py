@@ -1,9 +1,13 @@
-"""The demo's other signals: OTLP metrics, StatsD lines and NetFlow v5 flows, sent like real peers do.
+"""The demo's other signals: OTLP metrics and logs, StatsD lines and NetFlow v5 flows, sent like real peers do.
 
 `vigil demo` runs these beside the traced shop (`vigil.demo`), so every API has data to show: the
-OpenTelemetry SDK exports metrics over OTLP/gRPC, StatsD lines go over UDP as a StatsD client sends
-them, and NetFlow v5 datagrams describe traffic between two customers' subnets and the internet.
-`DEMO_PREFIXES` is the prefix file that names those customers.
+OpenTelemetry SDK exports metrics and logs over OTLP/gRPC, StatsD lines go over UDP as a StatsD
+client sends them, and NetFlow v5 datagrams describe traffic between two customers' subnets and the
+internet. `DEMO_PREFIXES` is the prefix file that names those customers.
+
+The logs tell a small story for the log pattern detectors: after `incident_after_s` (70 minutes by
+default, once the services have an hour of history) the payments service cannot reach its ledger
+database for five minutes and logs a new ERROR message many times a minute.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +38,8 @@ DEMO_PREFIXES = """cidr,customer,site
 10.2.0.0/16,globex,berlin
 """
 _TICK_S = 1.0
+_INCIDENT_AFTER_S = 70 * 60.0
+_INCIDENT_S = 5 * 60.0
 _JOIN_TIMEOUT_S = 5.0
 _V5_HEADER = struct.Struct("!HHIIIIBBH")
 _V5_RECORD = struct.Struct("!4s4s4sHHIIIIHHBBBBHHBBH")
@@ -63,8 +73,17 @@ def _v5_packet(flows: list[tuple[str, str, int, int, int, int, int, int]], uptim
 class DemoFeeds:
     """Sends metrics, StatsD lines and flows every second from a daemon thread until `shutdown`."""
 
-    def __init__(self, targets: DemoTargets, *, seed: int | None = None, metric_export_interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        targets: DemoTargets,
+        *,
+        seed: int | None = None,
+        metric_export_interval_s: float = 5.0,
+        incident_after_s: float = _INCIDENT_AFTER_S,
+    ) -> None:
         self.targets = targets
+        self.incident_after_s = incident_after_s
+        self._ticks = 0
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,9 +91,12 @@ class DemoFeeds:
         self._started = time.monotonic()
         self._sequence = 0
         self._providers: list[MeterProvider] = []
+        self._log_providers: list[LoggerProvider] = []
+        self._loggers: dict[str, Logger] = {}
         self._export_interval_s = metric_export_interval_s
         if targets.otlp_grpc:
             self._metrics()
+            self._logs()
 
     def _metrics(self) -> None:
         endpoint = f"http://{self.targets.host}:{self.targets.otlp_grpc}"
@@ -94,6 +116,20 @@ class DemoFeeds:
             else:
                 self._stock = meter.create_up_down_counter("stock.reserved", unit="{item}")
 
+    def _logs(self) -> None:
+        endpoint = f"http://{self.targets.host}:{self.targets.otlp_grpc}"
+        for service in ("checkout", "inventory", "payments"):
+            resource = Resource.create({"service.name": service, "deployment.environment": "demo"})
+            provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+            provider.add_log_record_processor(
+                BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=1000)
+            )
+            self._log_providers.append(provider)
+            self._loggers[service] = provider.get_logger("vigil.demo")
+
+    def _log(self, service: str, severity: SeverityNumber, body: str) -> None:
+        self._loggers[service].emit(severity_number=severity, severity_text=severity.name, body=body)
+
     def _cpu(self, _options: CallbackOptions) -> list[Observation]:
         return [Observation(self._rng.uniform(0.1, 0.6), {"cpu": "0"})]
 
@@ -111,6 +147,9 @@ class DemoFeeds:
         for provider in self._providers:
             provider.shutdown()
         self._providers = []
+        for log_provider in self._log_providers:
+            log_provider.shutdown()
+        self._log_providers = []
         self._socket.close()
 
     def tick(self) -> None:
@@ -121,6 +160,9 @@ class DemoFeeds:
                 self._orders.add(1, {"payment.method": rng.choice(["card", "card", "paypal"])})
                 self._order_value.record(round(rng.lognormvariate(3.5, 0.6), 2))
             self._stock.add(rng.randrange(-3, 5), {"warehouse": rng.choice(["par-1", "ber-1"])})
+        if self._loggers:
+            self._tick_logs()
+        self._ticks += 1
         if self.targets.statsd:
             lines = [
                 f"shop.cart.views:{rng.randrange(20, 60)}|c|#service:frontend",
@@ -131,6 +173,30 @@ class DemoFeeds:
             self._send("\n".join(lines).encode(), self.targets.statsd)
         if self.targets.netflow:
             self._send(self._flows(), self.targets.netflow)
+
+    def _tick_logs(self) -> None:
+        rng, info = self._rng, SeverityNumber.INFO
+        for _ in range(rng.randrange(5, 15)):
+            order = rng.randrange(10**6)
+            self._log(
+                "checkout",
+                info,
+                f"order {order} placed with {rng.randrange(1, 6)} items by customer C{rng.randrange(9999)}",
+            )
+            self._log("payments", info, f"payment for order {order} authorised in {rng.randrange(40, 400)} ms")
+        for _ in range(rng.randrange(2, 6)):
+            warehouse = rng.choice(["par-1", "ber-1"])
+            self._log("inventory", info, f"reserved {rng.randrange(1, 9)} of sku-{rng.randrange(500)} in {warehouse}")
+        if rng.random() < 0.05:
+            self._log("payments", SeverityNumber.WARN, f"provider visa slow: {rng.randrange(900, 3000)} ms")
+        if rng.random() < 0.02:
+            self._log("checkout", SeverityNumber.ERROR, f"card declined for order {rng.randrange(10**6)}")
+        elapsed = self._ticks * _TICK_S
+        if self.incident_after_s <= elapsed < self.incident_after_s + _INCIDENT_S:
+            for _ in range(rng.randrange(3, 8)):
+                db, retries = rng.randrange(3), rng.randrange(1, 4)
+                body = f"ledger write failed: connection to ledger-db-{db} refused after {retries} retries"
+                self._log("payments", SeverityNumber.ERROR, body)
 
     def _flows(self) -> bytes:
         rng = self._rng

@@ -42,6 +42,7 @@ from vigil.settings import Settings
 from vigil.store.client import database_from_url, open_client
 from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
+from vigil.store.slos import SloStore, load_slo_file
 from vigil.store.write import StoreWriter
 
 __all__ = ["Ports", "Vigil", "build_web_app", "stop_on_signals"]
@@ -149,6 +150,9 @@ class Vigil:
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = open_client(settings.clickhouse_url)
         await asyncio.to_thread(migrate, client, ddl_context(settings, database))
+        if settings.slo_file:
+            # Checked before anything listens: a broken SLO file stops start-up with its line.
+            await asyncio.to_thread(SloStore(client, database).sync_file, load_slo_file(settings.slo_file))
         reader = StoreReader(client, database)
 
         self.inserter = Inserter(

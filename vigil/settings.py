@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     replication_lag_metrics: str = "db.replication.lag_seconds"
     # VIGIL_REPLICATION_LAG_THRESHOLD: lag that is a problem by itself, in seconds.
     replication_lag_threshold: float = Field(default=30.0, gt=0)
+    # VIGIL_SLO_FILE: YAML defining SLOs (``slos:`` mapping names to service, objective, window,
+    # kind ...; see vigil.store.slos); read at start, an invalid file stops start-up.
+    slo_file: str = ""
+    # VIGIL_CANARY_MIN_REQUESTS: fewer requests than this in either version makes a canary check
+    # INCONCLUSIVE (with the counts), never a guess.
+    canary_min_requests: int = Field(default=50, ge=1)
 
     # VIGIL_TRACES_RETENTION_DAYS / VIGIL_LOGS_RETENTION_DAYS / VIGIL_METRICS_RETENTION_DAYS /
     # VIGIL_FLOWS_RETENTION_DAYS: rows older than this are dropped by ClickHouse TTL.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 
 import httpx
@@ -17,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from tests.conftest import RunningVigil
-from tests.logs import expected_log, orders_logs
+from tests.logs import expected_log, export_logging_lines, orders_logs
 from tests.spans import now_ns
 
 
@@ -117,3 +118,34 @@ def test_a_half_valid_logs_request_keeps_the_good_records_and_reports_partial_su
     vigil_server.flush()
     logs = httpx.get(f"{vigil_server.api}/api/v1/logs").json()
     assert [(log["body"], log["service"], log["severity_number"]) for log in logs] == [("fine", "unknown_service", 9)]
+
+
+def test_log_records_are_grouped_into_patterns_with_counts_severity_and_first_seen(vigil_server: RunningVigil) -> None:
+    service = "patterns-" + os.urandom(4).hex()
+    lines = [(logging.INFO, "user %d logged in from %s", (1000 + i, f"10.0.{i}.7")) for i in range(30)]
+    lines += [(logging.WARNING, "disk %s is %d%% full", (f"/dev/sd{'abcde'[i]}1", 90 + i)) for i in range(5)]
+    lines += [(logging.ERROR, "payment %s failed: card declined", (f"P_{i}",)) for i in range(2)]
+    export_logging_lines(vigil_server.otlp_http, service, lines)
+    vigil_server.flush()
+
+    response = httpx.get(f"{vigil_server.api}/api/v1/logs/patterns", params={"service": service, "since": "5m"})
+    assert response.status_code == 200
+    patterns = response.json()
+    assert [(p["template"], p["count"], p["warnings"], p["errors"], p["severity_max"], p["new"]) for p in patterns] == [
+        ("user <NUM> logged in from <IP>", 30, 0, 0, "INFO", True),
+        ("disk <PATH> is <NUM>% full", 5, 5, 0, "WARN", True),
+        ("payment <ID> failed: card declined", 2, 0, 2, "ERROR", True),
+    ]
+    disk = patterns[1]
+    assert disk["sample"] in {f"disk /dev/sd{c}1 is {90 + i}% full" for i, c in enumerate("abcde")}
+    assert disk["first_seen"] <= disk["last_seen"]
+    assert {p["service"] for p in patterns} == {service}
+
+    # Every record of one pattern, by its id.
+    records = httpx.get(
+        f"{vigil_server.api}/api/v1/logs", params={"template_id": disk["template_id"], "since": "5m"}
+    ).json()
+    assert sorted(r["body"] for r in records) == sorted(
+        f"disk /dev/sd{c}1 is {90 + i}% full" for i, c in enumerate("abcde")
+    )
+    assert {r["template"] for r in records} == {"disk <PATH> is <NUM>% full"}

@@ -130,15 +130,22 @@ def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
     assert sorted(paths) == [
+        "/api/v1/canary/analyses",
+        "/api/v1/canary/analyses/{analysis_id}",
+        "/api/v1/deploys",
+        "/api/v1/deploys/{deploy_id}",
         "/api/v1/findings",
         "/api/v1/findings/{finding_id}",
         "/api/v1/logs",
+        "/api/v1/logs/patterns",
         "/api/v1/metrics",
         "/api/v1/metrics/query",
         "/api/v1/network/health",
         "/api/v1/network/throughput",
         "/api/v1/network/top-talkers",
         "/api/v1/services",
+        "/api/v1/slos",
+        "/api/v1/slos/{name}",
         "/api/v1/traces",
         "/api/v1/traces/{trace_id}",
         "/healthz",

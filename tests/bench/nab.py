@@ -317,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs, wall = score_runs(files, run_detector, args.threshold)
     busy = sum(r.seconds for r in runs)
-    print(f"\nLevelShiftDetector (threshold {'default' if args.threshold is None else args.threshold})")
+    own = LevelShiftDetector().threshold
+    print(f"\nLevelShiftDetector (threshold {f'{own} (its own)' if args.threshold is None else args.threshold})")
     report(files, runs, ["opened", "raw"], fixed=True)
     print(f"\nspeed: {points / busy:,.0f} points/s per core ({busy:.1f} s detector time, {wall:.1f} s wall)")
     return 0

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from vigil.collector.log_templates import EMPTY_TEMPLATE_ID, MAX_BODY_CHARS, LogTemplateMiner, MinedTemplate
+from vigil.collector.log_templates import (
+    EMPTY_TEMPLATE_ID,
+    MAX_BODY_CHARS,
+    LogTemplateMiner,
+    MinedTemplate,
+    template_id_of,
+)
 
 
 def request_lines(count: int) -> list[str]:
@@ -30,13 +36,17 @@ def request_lines(count: int) -> list[str]:
     return lines
 
 
+def _mined(template: str) -> MinedTemplate:
+    """A template as the cluster that started with it is named."""
+    return MinedTemplate(template_id_of(template), template)
+
+
 def test_variable_parts_are_masked_into_one_template() -> None:
     miner = LogTemplateMiner()
     mined = miner.mine_many(request_lines(50))
-    assert {m.template_id for m in mined} == {1}
-    assert {m.template for m in mined} == {
-        "<TIME> request <UUID> from <IP> read <PATH> at <HEX> took <NUM>ms status=<NUM>"
-    }
+    template = "<TIME> request <UUID> from <IP> read <PATH> at <HEX> took <NUM>ms status=<NUM>"
+    assert {m.template_id for m in mined} == {template_id_of(template)}
+    assert {m.template for m in mined} == {template}
     assert miner.template_count == 1
 
 
@@ -57,7 +67,7 @@ def test_variable_parts_are_masked_into_one_template() -> None:
 )
 def test_masks(bodies: list[str], template: str) -> None:
     miner = LogTemplateMiner()
-    assert miner.mine_many(bodies) == [MinedTemplate(1, template)] * len(bodies)
+    assert miner.mine_many(bodies) == [MinedTemplate(template_id_of(template), template)] * len(bodies)
 
 
 def test_different_messages_get_different_ids() -> None:
@@ -70,30 +80,31 @@ def test_different_messages_get_different_ids() -> None:
         "Starting Session 12 of user root.",
         "Accepted publickey for root from 10.0.0.1 port 22 ssh2",
     ]
-    assert [m.template_id for m in miner.mine_many(bodies)] == [1, 2, 3, 4, 5, 6]
+    ids = [m.template_id for m in miner.mine_many(bodies)]
+    assert len(set(ids)) == 6
     # Seen again, each goes back to its own template.
-    assert [m.template_id for m in miner.mine_many(bodies[::-1])] == [6, 5, 4, 3, 2, 1]
+    assert [m.template_id for m in miner.mine_many(bodies[::-1])] == ids[::-1]
 
 
 def test_template_generalises_and_the_id_stays() -> None:
     miner = LogTemplateMiner()
     first = "Started worker alpha in pool main for tenant acme"
-    assert miner.mine(first) == MinedTemplate(1, first)
+    first_id = template_id_of(first)
+    assert miner.mine(first) == MinedTemplate(first_id, first)
     assert miner.mine("Started worker beta in pool main for tenant acme") == MinedTemplate(
-        1, "Started worker <*> in pool main for tenant acme"
+        first_id, "Started worker <*> in pool main for tenant acme"
     )
     assert miner.mine("Started worker gamma in pool spare for tenant acme") == MinedTemplate(
-        1, "Started worker <*> in pool <*> for tenant acme"
+        first_id, "Started worker <*> in pool <*> for tenant acme"
     )
     # A body seen before gets its cluster's current template, not the one it first got.
-    assert miner.mine(first) == MinedTemplate(1, "Started worker <*> in pool <*> for tenant acme")
+    assert miner.mine(first) == MinedTemplate(first_id, "Started worker <*> in pool <*> for tenant acme")
     # A <*> counts as a difference: with a third one, fewer than 3 tokens in 4 are equal.
-    assert miner.mine("Started worker delta in pool north for tenant umbrella") == MinedTemplate(
-        2, "Started worker delta in pool north for tenant umbrella"
-    )
+    other = "Started worker delta in pool north for tenant umbrella"
+    assert miner.mine(other) == MinedTemplate(template_id_of(other), other)
 
 
-def test_snapshot_restore_keeps_ids_and_continues_numbering() -> None:
+def test_snapshot_restore_keeps_ids_and_continues() -> None:
     miner = LogTemplateMiner()
     bodies = [
         *request_lines(5),
@@ -103,17 +114,30 @@ def test_snapshot_restore_keeps_ids_and_continues_numbering() -> None:
         "Ошибка: файл 日本語 не найден",
     ]
     before = miner.mine_many(bodies)
-    assert max(m.template_id for m in before) == 4
+    assert len({m.template_id for m in before}) == 4
 
     restored = LogTemplateMiner.restore(miner.snapshot())
     assert restored.template_count == 4
     assert restored.mine_many(bodies) == miner.mine_many(bodies)
     assert [m.template_id for m in restored.mine_many(bodies)] == [m.template_id for m in before]
-    assert restored.mine("Something new entirely") == MinedTemplate(5, "Something new entirely")
+    assert restored.mine("Something new entirely") == MinedTemplate(
+        template_id_of("Something new entirely"), "Something new entirely"
+    )
     # And again from the restored one: a snapshot of a restored miner carries everything on.
     again = LogTemplateMiner.restore(restored.snapshot())
-    assert again.mine("Started worker gamma in pool main") == MinedTemplate(2, "Started worker <*> in pool main")
-    assert again.mine("Yet another one") == MinedTemplate(6, "Yet another one")
+    assert again.mine("Started worker gamma in pool main") == MinedTemplate(
+        template_id_of("Started worker alpha in pool main"), "Started worker <*> in pool main"
+    )
+    assert again.template_count == 5
+
+
+def test_ids_depend_on_content_not_on_arrival_order() -> None:
+    """Two collectors' miners, or a miner restored from an older snapshot, agree on a new shape's id."""
+    bodies = ["Disk /dev/sda1 is 91% full", "Connection closed by 10.0.0.1", "Starting Session 12 of user root."]
+    one, other = LogTemplateMiner(), LogTemplateMiner()
+    other.mine("Something only the second collector saw")
+    assert one.mine_many(bodies) == other.mine_many(bodies)
+    assert one.mine("Disk /dev/sdb2 is 12% full").template_id == template_id_of("Disk <PATH> is <NUM>% full")
 
 
 def test_restore_rejects_what_is_not_a_snapshot() -> None:
@@ -122,7 +146,7 @@ def test_restore_rejects_what_is_not_a_snapshot() -> None:
     with pytest.raises(ValueError, match="version"):
         LogTemplateMiner.restore(zlib.compress(b'{"version": 999}'))
     with pytest.raises(ValueError, match="not a log template snapshot"):
-        LogTemplateMiner.restore(zlib.compress(b'{"version": 1, "clusters": [[1]], "tree": []}'))
+        LogTemplateMiner.restore(zlib.compress(b'{"version": 2, "clusters": [[1]], "tree": []}'))
 
 
 def test_empty_bodies_have_template_zero_and_are_not_mined() -> None:
@@ -130,7 +154,7 @@ def test_empty_bodies_have_template_zero_and_are_not_mined() -> None:
     for body in ("", " ", "\t\r\n  "):
         assert miner.mine(body) == MinedTemplate(EMPTY_TEMPLATE_ID, "")
     assert miner.template_count == 0
-    assert miner.mine("first real line") == MinedTemplate(1, "first real line")
+    assert miner.mine("first real line") == MinedTemplate(template_id_of("first real line"), "first real line")
 
 
 def test_long_bodies_are_truncated() -> None:
@@ -138,10 +162,12 @@ def test_long_bodies_are_truncated() -> None:
     head = "Payload dump " + "word " * (MAX_BODY_CHARS // 5)
     first = miner.mine(head + "tail one " * 100_000)
     second = miner.mine(head + "something else " * 100_000)
-    assert first.template_id == second.template_id == 1
+    assert first.template_id == second.template_id != EMPTY_TEMPLATE_ID
     assert len(first.template) <= MAX_BODY_CHARS
     assert first.template.startswith("Payload dump word word")
-    assert miner.mine("x" * 10 * MAX_BODY_CHARS) == MinedTemplate(2, "x" * MAX_BODY_CHARS)
+    assert miner.mine("x" * 10 * MAX_BODY_CHARS) == MinedTemplate(
+        template_id_of("x" * MAX_BODY_CHARS), "x" * MAX_BODY_CHARS
+    )
 
 
 def test_mine_many_equals_mine_one_by_one() -> None:
@@ -170,13 +196,13 @@ def test_odd_characters_do_not_crash() -> None:
         "\x00",
     ]
     mined = miner.mine_many(bodies)
-    assert mined[0] == MinedTemplate(1, "Ошибка: файл <PATH> не найден")
+    assert mined[0] == _mined("Ошибка: файл <PATH> не найден")
     assert mined[1] == mined[0]
-    assert mined[2] == MinedTemplate(2, "nul \x00 bell \x07 escape \x1b[31mred\x1b[0m")
-    assert mined[3] == MinedTemplate(3, "line separator next form")
-    assert mined[4] == MinedTemplate(4, "undecodable \udcff\udcfe bytes")
-    assert mined[5] == MinedTemplate(5, "emoji 🔥 and combining é")
-    assert mined[6] == MinedTemplate(6, "\x00")
+    assert mined[2] == _mined("nul \x00 bell \x07 escape \x1b[31mred\x1b[0m")
+    assert mined[3] == _mined("line separator next form")
+    assert mined[4] == _mined("undecodable \udcff\udcfe bytes")
+    assert mined[5] == _mined("emoji 🔥 and combining é")
+    assert mined[6] == _mined("\x00")
     assert LogTemplateMiner.restore(miner.snapshot()).mine_many(bodies) == miner.mine_many(bodies)
 
 
@@ -186,5 +212,5 @@ def test_a_drain3_ini_in_the_working_directory_is_ignored(tmp_path: Path, monkey
     )
     monkeypatch.chdir(tmp_path)
     miner = LogTemplateMiner()
-    assert miner.mine("Started worker alpha") == MinedTemplate(1, "Started worker alpha")
-    assert miner.mine("Stopped engine beta") == MinedTemplate(2, "Stopped engine beta")
+    assert miner.mine("Started worker alpha") == _mined("Started worker alpha")
+    assert miner.mine("Stopped engine beta") == _mined("Stopped engine beta")

@@ -93,3 +93,17 @@ def test_a_restored_detector_continues_identically() -> None:
     # `feed` numbers minutes from 0 again: shift the restored detector's onsets to compare.
     shifted = [None if o is None else o + 400 * 60 for o in feed(restored, requests[400:], errors[400:])]
     assert head + shifted == expected
+
+
+def test_a_service_whose_normal_error_rate_is_high_is_not_an_alarm_once_warm() -> None:
+    """Warm-up learns the baseline only: 30% is this service's normal, not a rise from the prior."""
+    rng = np.random.default_rng(21)
+    detector = ErrorRateDetector()
+    opened = []
+    for minute in range(600):
+        x = {"t": 60.0 * minute, "y": float(rng.binomial(200, 0.3)), "n": 200.0}
+        detector.score_one(x)
+        detector.learn_one(x)
+        opened.append(detector.anomaly() is not None)
+    assert not any(opened)
+    assert 0.28 < detector.p0 < 0.32

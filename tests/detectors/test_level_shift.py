@@ -55,11 +55,32 @@ def test_sustained_small_shift_is_found_by_cusum_and_dated_back() -> None:
         found = feed(LevelShiftDetector(direction="up"), y)
         assert all(a is None for a in found[:300])
         opened = next(i for i, a in enumerate(found) if a is not None)
-        assert opened <= 315
+        assert opened <= 310
         first = found[opened]
         assert first is not None
         assert abs(first.onset - (T0 + 300 * MINUTE)) <= 5 * MINUTE
         assert len({a.onset for a in found if a is not None}) == 1
+
+
+def opened_at(found: list[Anomaly | None]) -> list[int]:
+    """Buckets where a finding opened."""
+    return [
+        i
+        for i, a in enumerate(found)
+        if a is not None and (i == 0 or found[i - 1] is None or found[i - 1].onset != a.onset)
+    ]
+
+
+def test_usual_bursts_stop_alarming_once_learnt_but_a_record_alarms_at_once() -> None:
+    for seed in range(5):
+        y = latency(seed, 2000)
+        y[7::37] += 60.0  # a 12-sigma spike every 37 minutes is this series' normal
+        assert all(i < 600 for i in opened_at(feed(LevelShiftDetector(direction="up"), y)))
+        y[1500] += 300.0  # three times anything seen before
+        found = feed(LevelShiftDetector(direction="up"), y)
+        assert [i for i in opened_at(found) if i >= 600] == [1500]
+        first = found[1500]
+        assert first is not None and first.onset == T0 + 1500 * MINUTE and first.observed > 350.0
 
 
 def test_noise_alone_never_alarms() -> None:

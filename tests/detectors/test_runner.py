@@ -216,3 +216,19 @@ def test_severity_changes_rewrite_the_open_finding(store: FindingStore) -> None:
 
     [finding] = store.query(FindingQuery(since=0))
     assert (finding.severity, finding.observed, finding.started_at) == ("critical", 5000.0, T0 + 600)
+
+
+class WrappingFamily(TableFamily):
+    """A family whose evidence wraps the detector's sentence, as the log pattern family names its template."""
+
+    def enrich(self, finding: Finding, now: float) -> Finding:
+        return dataclasses.replace(finding, summary=f"In {{x}}: {finding.summary}; version 2 began at 12:00.")
+
+
+def test_a_rewritten_finding_keeps_the_wording_its_evidence_added(store: FindingStore) -> None:
+    table = {m: {"x": 10.0} for m in range(10)} | {10: {"x": 150.0}, 11: {"x": 5000.0}}
+    replay_from_start(WrappingFamily(table), store, 12)
+
+    [finding] = store.query(FindingQuery(since=0))
+    assert finding.observed == 5000.0
+    assert finding.summary == "In {x}: over 100.0; version 2 began at 12:00."

@@ -19,8 +19,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.conftest import RunningVigil
 from vigil.detectors.runner import DetectorRunner
-from vigil.detectors.service_regressions import ServiceRegressions, detected_deploy_id, series_key
+from vigil.detectors.service_regressions import ServiceRegressions, series_key
 from vigil.store.client import open_client
+from vigil.store.deploys import detected_deploy_id
 from vigil.store.findings import FindingQuery, FindingStore
 
 MINUTES = 200

@@ -2,15 +2,19 @@ from __future__ import annotations
 
 from vigil.store.client import Client
 from vigil.store.migrate import applied_versions, migrate
-from vigil.store.schema import MIGRATIONS, DdlContext
+from vigil.store.schema import MIGRATIONS, DdlContext, create_table_statements, migrations_table_statement
 
 EXPECTED_TABLES = [
+    "canary_analyses",
+    "deploys",
     "detector_state",
     "findings",
     "flow_exporters",
     "flows",
     "flows_1m",
     "flows_1m_mv",
+    "log_patterns_1m",
+    "log_patterns_1m_mv",
     "logs",
     "metrics_catalog",
     "metrics_exp_histogram",
@@ -24,6 +28,8 @@ EXPECTED_TABLES = [
     "metrics_summary",
     "metrics_summary_catalog_mv",
     "schema_migrations",
+    "slo_minutes",
+    "slos",
     "spans",
     "spans_red_1m",
     "spans_red_1m_mv",
@@ -43,7 +49,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -51,7 +57,7 @@ def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_clien
     migrate(chdb_client, ctx)
     assert migrate(chdb_client, ctx) == []
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(5,)]
+    assert chdb_client.query(f"SELECT count() FROM {database}.schema_migrations").result_rows == [(len(MIGRATIONS),)]
 
 
 def test_a_half_applied_migration_is_completed_on_the_next_start(chdb_client: Client, database: str) -> None:
@@ -84,12 +90,16 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         parameters={"d": database},
     ).result_rows
     assert rows == [
-        # Findings and detector state are small and kept: findings are the incident history.
+        # Findings, deploys, canary verdicts and detector state are small and kept: they are the
+        # incident history.
+        ("canary_analyses", ""),
+        ("deploys", ""),
         ("detector_state", ""),
         ("findings", ""),
         ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
         ("flows", "toDateTime(TimeReceived) + toIntervalDay(4)"),
         ("flows_1m", "Minute + toIntervalDay(4)"),
+        ("log_patterns_1m", "Minute + toIntervalDay(5)"),
         ("logs", "toDateTime(Timestamp) + toIntervalDay(5)"),
         ("metrics_catalog", "Day + toIntervalDay(9)"),
         ("metrics_exp_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),
@@ -97,7 +107,31 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         ("metrics_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),
         ("metrics_sum", "toDateTime(TimeUnix) + toIntervalDay(9)"),
         ("metrics_summary", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("slo_minutes", "Minute + toIntervalDay(100)"),
+        ("slos", ""),
         ("spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
         ("spans_red_1m", "Minute + toIntervalDay(3)"),
         ("spans_trace_id_ts", "toDateTime(Start) + toIntervalDay(3)"),
     ]
+
+
+def test_logs_written_before_templates_existed_keep_them_and_read_as_template_zero(
+    chdb_client: Client, database: str
+) -> None:
+    ctx = DdlContext(database=database)
+    before_templates = tuple(m for m in MIGRATIONS if m.version < 6)
+    chdb_client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    for migration in before_templates:
+        for obj in migration.objects:
+            for statement in create_table_statements(obj, ctx):
+                chdb_client.command(statement)
+    chdb_client.command(migrations_table_statement(ctx))
+    chdb_client.command(
+        f"INSERT INTO {database}.schema_migrations (version, name) VALUES "
+        + ", ".join(f"({m.version}, '')" for m in before_templates)
+    )
+    chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
+
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9]
+    rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
+    assert rows == [("old line", 0, "")]

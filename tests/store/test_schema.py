@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from vigil.store.schema import (
+    LOGS_TEMPLATES,
     SPANS,
     SPANS_RED_1M_MV,
     SPANS_TRACE_ID_TS,
@@ -52,3 +53,18 @@ def test_the_migrations_table_is_replicated_on_a_cluster() -> None:
         "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/obs/schema_migrations', '{replica}')\n"
         "ORDER BY version"
     )
+
+
+def test_added_columns_alter_the_table_and_on_a_cluster_its_distributed_table_too() -> None:
+    assert create_table_statements(LOGS_TEMPLATES, SINGLE) == [
+        "ALTER TABLE obs.logs ADD COLUMN IF NOT EXISTS TemplateId UInt64, "
+        "ADD COLUMN IF NOT EXISTS Template LowCardinality(String), "
+        "ADD INDEX IF NOT EXISTS idx_template_id TemplateId TYPE bloom_filter(0.01) GRANULARITY 1"
+    ]
+    assert create_table_statements(LOGS_TEMPLATES, CLUSTER) == [
+        "ALTER TABLE obs.logs_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS TemplateId UInt64, "
+        "ADD COLUMN IF NOT EXISTS Template LowCardinality(String), "
+        "ADD INDEX IF NOT EXISTS idx_template_id TemplateId TYPE bloom_filter(0.01) GRANULARITY 1",
+        "ALTER TABLE obs.logs ON CLUSTER prod ADD COLUMN IF NOT EXISTS TemplateId UInt64, "
+        "ADD COLUMN IF NOT EXISTS Template LowCardinality(String)",
+    ]

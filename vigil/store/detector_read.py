@@ -17,20 +17,25 @@ from vigil.store.findings import AttributeShare
 
 __all__ = [
     "FlowBucket",
+    "FlowScope",
+    "FlowScopeBucket",
     "GaugePoint",
     "RedBucket",
-    "VersionStart",
     "exemplar_trace_ids",
     "exporter_last_seen",
     "flow_buckets",
+    "flow_scope_buckets",
+    "flow_scopes",
+    "flow_top_ports",
     "gauge_points",
     "red_buckets",
     "top_attributes",
-    "version_starts",
 ]
 
 # Spans an evidence query looks at at most, per side (bad window / baseline window).
 _EVIDENCE_SPANS = 20_000
+# Flows a port-evidence query looks at at most, per side.
+_EVIDENCE_FLOWS = 200_000
 # Attribute values a finding lists, and the share of bad requests one must reach to be listed.
 _TOP_ATTRIBUTES = 5
 _MIN_SHARE = 0.2
@@ -70,9 +75,30 @@ class FlowBucket:
 
 
 @dataclass(frozen=True, slots=True)
-class VersionStart:
-    version: str
-    first_seen: float
+class FlowScopeBucket:
+    """One minute of one (exporter, interface, direction, customer): the finest cut of the flow rollup."""
+
+    minute: float
+    exporter: str  # as people write it: IPv4 dotted quad for IPv4 exporters
+    interface: int
+    direction: str  # "in" (entered by the interface, sent by the customer) or "out"
+    customer: str  # "" for addresses outside every prefix
+    bytes: int
+    flows: int
+    tcp_flows: int
+    syn_no_ack: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowScope:
+    """What one exporter carried for one (interface, direction, customer) over a window."""
+
+    exporter: str
+    interface: int
+    direction: str
+    customer: str
+    bytes: int
+    minutes: int  # minutes with traffic in the window
 
 
 def _rows(client: Client, sql: str, database: str, **parameters: Any) -> list[Sequence[Any]]:
@@ -165,6 +191,151 @@ def flow_buckets(client: Client, database: str, start: float, end: float) -> lis
             syn_no_ack=int(syn),
         )
         for minute, customer, direction, nbytes, packets, flows, tcp, syn in rows
+    ]
+
+
+def _exporter_text(address: str) -> str:
+    return address.removeprefix("::ffff:")
+
+
+def _received(start_name: str, end_name: str) -> str:
+    return (
+        f"TimeReceived >= fromUnixTimestamp64Milli(toInt64({{{start_name}:Float64}} * 1000)) "
+        f"AND TimeReceived < fromUnixTimestamp64Milli(toInt64({{{end_name}:Float64}} * 1000))"
+    )
+
+
+_FLOW_MINUTES = "Minute >= toDateTime({start:Float64}) AND Minute < toDateTime({end:Float64})"
+
+
+def flow_scope_buckets(client: Client, database: str, start: float, end: float) -> list[FlowScopeBucket]:
+    """Per minute, exporter, interface, direction and customer (protocols summed), oldest first."""
+    rows = _rows(
+        client,
+        f"""SELECT toUnixTimestamp(Minute), IPv6NumToString(Exporter), Interface, Direction, Customer,
+                  sum(Bytes), sum(Flows), sum(TcpFlows), sum(SynNoAck)
+           FROM {{db}}.flows_1m
+           WHERE {_FLOW_MINUTES}
+           GROUP BY Minute, Exporter, Interface, Direction, Customer ORDER BY Minute""",
+        database,
+        start=start,
+        end=end,
+    )
+    return [
+        FlowScopeBucket(
+            minute=float(minute),
+            exporter=_exporter_text(exporter),
+            interface=int(interface),
+            direction=str(direction),
+            customer=str(customer),
+            bytes=int(nbytes),
+            flows=int(flows),
+            tcp_flows=int(tcp),
+            syn_no_ack=int(syn),
+        )
+        for minute, exporter, interface, direction, customer, nbytes, flows, tcp, syn in rows
+    ]
+
+
+def flow_scopes(client: Client, database: str, exporters: Sequence[str], start: float, end: float) -> list[FlowScope]:
+    """What each of `exporters` carried per (interface, direction, customer) in minutes [start, end)."""
+    if not exporters:
+        return []
+    rows = _rows(
+        client,
+        f"""SELECT IPv6NumToString(Exporter), Interface, Direction, Customer, sum(Bytes), uniqExact(Minute)
+           FROM {{db}}.flows_1m
+           WHERE Exporter IN (SELECT toIPv6(arrayJoin({{exporters:Array(String)}}))) AND {_FLOW_MINUTES}
+           GROUP BY Exporter, Interface, Direction, Customer""",
+        database,
+        exporters=list(exporters),
+        start=start,
+        end=end,
+    )
+    return [
+        FlowScope(
+            exporter=_exporter_text(exporter),
+            interface=int(interface),
+            direction=str(direction),
+            customer=str(customer),
+            bytes=int(nbytes),
+            minutes=int(minutes),
+        )
+        for exporter, interface, direction, customer, nbytes, minutes in rows
+    ]
+
+
+def flow_top_ports(
+    client: Client,
+    database: str,
+    *,
+    direction: str,
+    customer: str | None = None,
+    exporter: str | None = None,
+    interface: int | None = None,
+    bad_start: float,
+    bad_end: float,
+    baseline_start: float,
+    failed_handshakes: bool,
+) -> list[AttributeShare]:
+    """Destination ports over-represented in [bad_start, bad_end) against [baseline_start, bad_start).
+
+    The flows are those of one customer (`customer`, "" for unknown) or one interface (`exporter`
+    and `interface`) in `direction`, as the flow rollup counts them. With `failed_handshakes`, a
+    port's share is of the TCP flows with SYN but no ACK in the bad window, against its share of
+    all TCP flows before; otherwise it is a share of bytes (TCP and UDP) in each window.
+    """
+    if direction not in ("in", "out"):
+        raise ValueError(f"direction must be in or out, not {direction!r}")
+    side = "Src" if direction == "in" else "Dst"
+    port = "Input" if direction == "in" else "Output"
+    if customer is not None:
+        scope = f"{side}Customer = {{customer:String}}"
+    elif exporter is not None and interface is not None:
+        scope = f"Exporter = toIPv6({{exporter:String}}) AND {port}Interface = {{interface:UInt32}}"
+    else:
+        raise ValueError("flow_top_ports needs a customer, or an exporter and an interface")
+    if failed_handshakes:
+        weight, base_filter = "1", "Protocol = 6"
+        bad_filter = "Protocol = 6 AND bitAnd(TcpFlags, 2) != 0 AND bitAnd(TcpFlags, 16) = 0"
+    else:
+        weight, base_filter = "Bytes * SamplingRate", "Protocol IN (6, 17)"
+        bad_filter = base_filter
+    rows = _rows(
+        client,
+        f"""
+        WITH bad AS (
+                SELECT DstPort AS port, {weight} AS w FROM {{db}}.flows
+                WHERE {scope} AND {_received("bad_start", "bad_end")} AND {bad_filter}
+                LIMIT {_EVIDENCE_FLOWS}),
+             base AS (
+                SELECT DstPort AS port, {weight} AS w FROM {{db}}.flows
+                WHERE {scope} AND {_received("baseline_start", "bad_start")} AND {base_filter}
+                LIMIT {_EVIDENCE_FLOWS}),
+             bad_ports AS (SELECT port, sum(w) AS n FROM bad GROUP BY port),
+             base_ports AS (SELECT port, sum(w) AS n FROM base GROUP BY port)
+        SELECT b.port, b.n / (SELECT sum(w) FROM bad) AS share,
+               ifNull(base_ports.n, 0) / greatest((SELECT sum(w) FROM base), 1) AS baseline_share
+        FROM bad_ports AS b LEFT JOIN base_ports ON b.port = base_ports.port
+        WHERE share >= {_MIN_SHARE} AND share > baseline_share
+        ORDER BY share - baseline_share DESC, b.port
+        LIMIT {_TOP_ATTRIBUTES}""",
+        database,
+        customer=customer or "",
+        exporter=exporter or "",
+        interface=interface or 0,
+        bad_start=bad_start,
+        bad_end=bad_end,
+        baseline_start=baseline_start,
+    )
+    return [
+        AttributeShare(
+            attribute="destination.port",
+            value=str(p),
+            share=round(float(share), 4),
+            baseline_share=round(float(b), 4),
+        )
+        for p, share, b in rows
     ]
 
 
@@ -278,19 +449,3 @@ def top_attributes(
         AttributeShare(attribute=str(k), value=str(v), share=round(float(share), 4), baseline_share=round(float(b), 4))
         for k, v, share, b in rows
     ]
-
-
-def version_starts(client: Client, database: str, service: str, before: float) -> list[VersionStart]:
-    """When each version of `service` first served requests (before `before`), oldest first."""
-    rows = _rows(
-        client,
-        """SELECT ServiceVersion, toUnixTimestamp(min(Minute)) AS first
-           FROM {db}.spans_red_1m
-           WHERE ServiceName = {service:String} AND ServiceVersion != ''
-             AND Minute < toDateTime({before:Float64})
-           GROUP BY ServiceVersion ORDER BY first""",
-        database,
-        service=service,
-        before=before,
-    )
-    return [VersionStart(version=str(version), first_seen=float(first)) for version, first in rows]

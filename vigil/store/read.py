@@ -25,6 +25,7 @@ from vigil.store.flows_read import (
     throughput,
     top_talkers,
 )
+from vigil.store.log_patterns_read import LogPattern, log_patterns
 from vigil.store.metrics_read import MetricInfo, MetricQuery, Series, metric_catalog, metric_series, metric_types
 
 __all__ = [
@@ -80,6 +81,9 @@ class LogRecord:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     scope: dict[str, str]
+    # The body's template (0 and "" for an empty body, or a row stored before templates existed).
+    template_id: int
+    template: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,7 @@ class StoreReader:
         min_severity: int | None = None,
         text: str | None = None,
         trace_id: str | None = None,
+        template_id: int | None = None,
         limit: int = 100,
     ) -> list[LogRecord]:
         """Newest log records first, matching every filter given.
@@ -294,13 +299,16 @@ class StoreReader:
         if trace_id:
             conditions.append("TraceId = {trace_id:String}")
             params["trace_id"] = trace_id
+        if template_id is not None:
+            conditions.append("TemplateId = {template_id:UInt64}")
+            params["template_id"] = template_id
         rows = self._query(
             f"""
             SELECT toUnixTimestamp64Nano(Timestamp) AS time_ns,
                    toUnixTimestamp64Nano(ObservedTimestamp) AS observed_ns,
                    TraceId, SpanId, TraceFlags, SeverityText, SeverityNumber, ServiceName,
                    Body, BodyType, EventName, LogAttributes, LogAttributeTypes,
-                   ResourceAttributes, ResourceAttributeTypes, ScopeName, ScopeVersion
+                   ResourceAttributes, ResourceAttributeTypes, ScopeName, ScopeVersion, TemplateId, Template
             FROM {{db}}.logs
             WHERE {" AND ".join(conditions)}
             ORDER BY Timestamp DESC
@@ -322,9 +330,17 @@ class StoreReader:
                 attributes=typed_attributes(row["LogAttributes"], row["LogAttributeTypes"]),
                 resource=typed_attributes(row["ResourceAttributes"], row["ResourceAttributeTypes"]),
                 scope={"name": row["ScopeName"], "version": row["ScopeVersion"]},
+                template_id=int(row["TemplateId"]),
+                template=row["Template"],
             )
             for row in rows
         ]
+
+    def log_patterns(
+        self, *, start_s: float, end_s: float, service: str | None = None, limit: int = 100
+    ) -> list[LogPattern]:
+        """The most frequent log templates per service in [start, end]; see `log_patterns_read`."""
+        return log_patterns(self._query, start_s=start_s, end_s=end_s, service=service, limit=limit)
 
     def metrics(self, *, start_s: float, end_s: float, service: str | None = None) -> list[MetricInfo]:
         """Metrics with points in [start, end]: name, type, unit, services and label keys."""

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 __all__ = [
+    "CANARY_ANALYSES",
+    "DEPLOYS",
     "DETECTOR_STATE",
     "FINDINGS",
     "FLOWS",
@@ -37,14 +39,19 @@ __all__ = [
     "FLOW_EXPORTERS_ARROW_SCHEMA",
     "LOGS",
     "LOGS_ARROW_SCHEMA",
+    "LOG_PATTERNS_1M",
+    "LOG_TEMPLATE_FIELDS",
     "METRICS_CATALOG",
     "METRIC_ARROW_SCHEMAS",
     "METRIC_TABLES",
     "MIGRATIONS",
+    "SLOS",
+    "SLO_MINUTES",
     "SPANS",
     "SPANS_ARROW_SCHEMA",
     "SPANS_RED_1M",
     "SPANS_TRACE_ID_TS",
+    "AddColumns",
     "DdlContext",
     "Migration",
     "Table",
@@ -112,6 +119,10 @@ LOGS_ARROW_SCHEMA = pa.schema(
         ("LogAttributeTypes", _attr_map),
     ]
 )
+
+# What the collector adds to each log row before its write-ahead log: the body's template
+# (`vigil.collector.log_templates`). Decoders produce `LOGS_ARROW_SCHEMA`; the log holds this.
+LOG_TEMPLATE_FIELDS = [("TemplateId", pa.uint64()), ("Template", pa.string())]
 
 # Metrics: one table per OTLP point type, as the exporter has (``otel_metrics_gauge`` ...).
 # Every point type shares the identity columns; the point's own columns follow. Histogram
@@ -305,12 +316,24 @@ class MaterializedView:
 
 
 @dataclass(frozen=True, slots=True)
+class AddColumns:
+    """Columns (and data-skipping indexes) added to an existing table, each IF NOT EXISTS.
+
+    Rows written before keep the columns' defaults; indexes cover parts written from then on.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    indexes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
     """One schema version: statements that are each idempotent (IF NOT EXISTS)."""
 
     version: int
     name: str
-    objects: tuple[Table | MaterializedView, ...] = field(default_factory=tuple)
+    objects: tuple[Table | MaterializedView | AddColumns, ...] = field(default_factory=tuple)
 
 
 def _traces_ttl(ctx: DdlContext) -> str:
@@ -764,6 +787,153 @@ DETECTOR_STATE = Table(
     shard_key="cityHash64(Detector)",
 )
 
+# Each log row's template (see LOG_TEMPLATE_FIELDS); rows from before have TemplateId 0.
+LOGS_TEMPLATES = AddColumns(
+    table="logs",
+    columns=("TemplateId UInt64", "Template LowCardinality(String)"),
+    indexes=("idx_template_id TemplateId TYPE bloom_filter(0.01) GRANULARITY 1",),
+)
+
+
+def _logs_minute_ttl(ctx: DdlContext) -> str:
+    return f"Minute + toIntervalDay({ctx.logs_retention_days})"
+
+
+# Per minute, service and template: how many lines, how severe, and one sample, for the
+# patterns view and the log pattern detectors. Template text can generalise over time
+# ("<*>" replacing words); the newest text wins as parts merge.
+LOG_PATTERNS_1M = Table(
+    name="log_patterns_1m",
+    columns="""
+    Minute DateTime('UTC') CODEC(Delta, LZ4),
+    ServiceName LowCardinality(String),
+    TemplateId UInt64,
+    Template SimpleAggregateFunction(anyLast, String),
+    Count SimpleAggregateFunction(sum, UInt64),
+    Warnings SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    SeverityMax SimpleAggregateFunction(max, UInt8),
+    FirstSeen SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
+    LastSeen SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
+    Sample SimpleAggregateFunction(any, String)""",
+    engine="AggregatingMergeTree",
+    partition_by="toDate(Minute)",
+    order_by="(ServiceName, TemplateId, Minute)",
+    ttl=_logs_minute_ttl,
+)
+
+# Warnings count SeverityNumber 13-16, errors 17 and above (OTLP's WARN and ERROR/FATAL ranges).
+LOG_PATTERNS_1M_MV = MaterializedView(
+    name="log_patterns_1m_mv",
+    source="logs",
+    target="log_patterns_1m",
+    select="""
+    SELECT toStartOfMinute(Timestamp) AS Minute, ServiceName, TemplateId,
+           anyLast(Template) AS Template,
+           count() AS Count,
+           countIf(SeverityNumber >= 13 AND SeverityNumber < 17) AS Warnings,
+           countIf(SeverityNumber >= 17) AS Errors,
+           max(SeverityNumber) AS SeverityMax,
+           min(Timestamp) AS FirstSeen,
+           max(Timestamp) AS LastSeen,
+           any(substring(Body, 1, 1024)) AS Sample
+    FROM {source}
+    GROUP BY Minute, ServiceName, TemplateId""",
+)
+
+# Deploys reported by pipelines (detected ones are derived from the RED rollup when read; see
+# `vigil.store.deploys`). A report is rewritten whole with a newer UpdatedAt (e.g. when finished).
+DEPLOYS = Table(
+    name="deploys",
+    columns="""
+    Id String,
+    ServiceName LowCardinality(String),
+    Version String,
+    Environment LowCardinality(String),
+    Kind LowCardinality(String),
+    Commit String,
+    StartedAt DateTime64(3, 'UTC'),
+    FinishedAt Nullable(DateTime64(3, 'UTC')),
+    Url String,
+    Description String,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    order_by="Id",
+    settings="index_granularity = 8192",
+    shard_key="cityHash64(Id)",
+)
+
+# Canary analyses: what a pipeline asked, and the verdict with its evidence once judged (a running
+# analysis is rewritten when its window closes).
+CANARY_ANALYSES = Table(
+    name="canary_analyses",
+    columns="""
+    Id String,
+    ServiceName LowCardinality(String),
+    BaselineVersion String,
+    CanaryVersion String,
+    Environment LowCardinality(String),
+    WindowStart DateTime64(3, 'UTC'),
+    WindowEnd DateTime64(3, 'UTC'),
+    Operations UInt8,
+    CheckKinds Array(LowCardinality(String)),
+    Status LowCardinality(String),
+    Verdict LowCardinality(String),
+    Score Nullable(Float64),
+    Reason String,
+    Checks String,
+    ExemplarTraceIds Array(String),
+    CreatedAt DateTime64(3, 'UTC'),
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    order_by="Id",
+    settings="index_granularity = 8192",
+    shard_key="cityHash64(Id)",
+)
+
+# SLO definitions from the SLO file and the API; a deleted SLO is a newer row with Deleted = 1.
+SLOS = Table(
+    name="slos",
+    columns="""
+    Name String,
+    Definition String,
+    Source LowCardinality(String),
+    Deleted UInt8,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    order_by="Name",
+    settings="index_granularity = 8192",
+    shard_key="cityHash64(Name)",
+)
+
+
+def _slo_minutes_ttl(ctx: DdlContext) -> str:
+    # The longest SLO window (90 days) and then some: counts outlive the spans they came from.
+    return "Minute + toIntervalDay(100)"
+
+
+# Good and total requests of each SLO per minute; CountingKey names the definition they were
+# counted under, so changing what "good" means starts a fresh count.
+SLO_MINUTES = Table(
+    name="slo_minutes",
+    columns="""
+    SloName LowCardinality(String),
+    CountingKey LowCardinality(String),
+    Minute DateTime('UTC') CODEC(Delta, LZ4),
+    Good UInt64,
+    Total UInt64,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    partition_by="toYYYYMM(Minute)",
+    order_by="(SloName, CountingKey, Minute)",
+    ttl=_slo_minutes_ttl,
+    shard_key="cityHash64(SloName)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -774,6 +944,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "metrics: one table per point type, and the metrics catalog", _METRIC_OBJECTS),
     Migration(4, "flows, their per-minute rollup, and flow exporters", (FLOWS, FLOWS_1M, FLOWS_1M_MV, FLOW_EXPORTERS)),
     Migration(5, "detector findings and detector state", (FINDINGS, DETECTOR_STATE)),
+    Migration(
+        6,
+        "log templates on each log row and per-minute log patterns",
+        (LOGS_TEMPLATES, LOG_PATTERNS_1M, LOG_PATTERNS_1M_MV),
+    ),
+    Migration(7, "deploy events", (DEPLOYS,)),
+    Migration(8, "canary analyses", (CANARY_ANALYSES,)),
+    Migration(9, "SLO definitions and per-minute SLO counts", (SLOS, SLO_MINUTES)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -825,10 +1003,24 @@ def _create_view(view: MaterializedView, ctx: DdlContext) -> list[str]:
     ]
 
 
-def create_table_statements(obj: Table | MaterializedView, ctx: DdlContext) -> list[str]:
-    """The DDL for one table or view in the mode `ctx` selects."""
+def _add_columns(change: AddColumns, ctx: DdlContext) -> list[str]:
+    local = f"{ctx.database}.{_local(change.table, ctx)}"
+    additions = [f"ADD COLUMN IF NOT EXISTS {column}" for column in change.columns]
+    additions += [f"ADD INDEX IF NOT EXISTS {index}" for index in change.indexes]
+    statements = [f"ALTER TABLE {local}{ctx.on_cluster} {', '.join(additions)}"]
+    if ctx.cluster:
+        # The Distributed table mirrors the columns (indexes live with the data, in the local table).
+        columns = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in change.columns)
+        statements.append(f"ALTER TABLE {ctx.database}.{change.table}{ctx.on_cluster} {columns}")
+    return statements
+
+
+def create_table_statements(obj: Table | MaterializedView | AddColumns, ctx: DdlContext) -> list[str]:
+    """The DDL for one table, view or column change in the mode `ctx` selects."""
     if isinstance(obj, Table):
         return _create_table(obj, ctx)
+    if isinstance(obj, AddColumns):
+        return _add_columns(obj, ctx)
     return _create_view(obj, ctx)
 
 
