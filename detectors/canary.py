@@ -7,7 +7,9 @@ analysis is judged for good (``done``) and stored, either when someone asks or b
 `CanaryFinalizer` running with the detectors, so an analysis nobody polls still gets its verdict.
 
 Checks, per analysis: latency and error rate for the whole service (scope ``service``) and for
-each of its `operations` busiest operations over both versions (scope ``operation``), judged by
+each of its `operations` busiest operations over both versions (scope ``operation``), and for
+each gauge metric asked for (``metrics``), its points from each version compared in the direction
+that is bad (at least 10 points a version, else inconclusive); judged by
 `vigil.detectors.canary_judge` (a rank test with an effect tolerance for latency, Fisher's exact
 test for errors, Holm correction across every check, too few requests = inconclusive).
 """
@@ -22,22 +24,27 @@ from dataclasses import replace
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
-from vigil.detectors.canary_judge import ArmSample, CheckInput, CheckKind, Scope, judge
-from vigil.store.canary_read import ArmRequests, arm_requests, canary_exemplars
+from vigil.detectors.canary_judge import ArmSample, CheckInput, CheckKind, Direction, Scope, judge
+from vigil.store.canary_read import ArmRequests, arm_requests, canary_exemplars, gauge_values
 from vigil.store.canary_store import CanaryAnalysis, CanaryStore
 
-__all__ = ["CHECK_KINDS", "CanaryFinalizer", "analysis_id", "judge_analysis", "new_analysis"]
+__all__ = ["BAD_DIRECTIONS", "CHECK_KINDS", "CanaryFinalizer", "analysis_id", "judge_analysis", "new_analysis"]
 
 logger = logging.getLogger(__name__)
 
 _EMPTY = np.empty(0, dtype=np.float64)
 # The checks a pipeline may ask for by name (metric checks need inputs of their own).
 CHECK_KINDS: dict[str, CheckKind] = {"latency": "latency", "error_rate": "error_rate"}
+BAD_DIRECTIONS: dict[str, Direction] = {"increase": "increase", "decrease": "decrease"}
+# A gauge reported every 10-60 s per instance gives tens of points a version in a 10-minute window.
+_MIN_METRIC_VALUES = 10
 
 
-def analysis_id(service: str, baseline: str, canary: str, environment: str, start: float, end: float) -> str:
+def analysis_id(
+    service: str, baseline: str, canary: str, environment: str, start: float, end: float, checks: str = ""
+) -> str:
     """The same question asked twice (a retried pipeline step) is the same analysis."""
-    key = f"{service}\0{baseline}\0{canary}\0{environment}\0{int(start * 1000)}\0{int(end * 1000)}"
+    key = f"{service}\0{baseline}\0{canary}\0{environment}\0{int(start * 1000)}\0{int(end * 1000)}\0{checks}"
     return "c-" + hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
@@ -50,9 +57,12 @@ def new_analysis(
     end: float,
     operations: int,
     check_kinds: tuple[str, ...] = ("latency", "error_rate"),
+    metric_checks: tuple[tuple[str, str], ...] = (),
 ) -> CanaryAnalysis:
     return CanaryAnalysis(
-        id=analysis_id(service, baseline, canary, environment, start, end),
+        id=analysis_id(
+            service, baseline, canary, environment, start, end, repr((operations, check_kinds, metric_checks))
+        ),
         service=service,
         baseline_version=baseline,
         canary_version=canary,
@@ -61,6 +71,7 @@ def new_analysis(
         end=end,
         operations=operations,
         check_kinds=check_kinds,
+        metric_checks=metric_checks,
         created_at=time.time(),
     )
 
@@ -100,7 +111,31 @@ def judge_analysis(
         canary = _sample(by_key.get((operation, analysis.canary_version)))
         for kind in analysis.check_kinds:
             checks.append(CheckInput(name, CHECK_KINDS[kind], baseline, canary, scope=scope))
-    judgement = judge(checks, min_requests=min_requests)
+    for metric, bad_direction in analysis.metric_checks:
+        values = {
+            version: gauge_values(
+                client,
+                database,
+                service=analysis.service,
+                metric=metric,
+                version=version,
+                environment=analysis.environment,
+                start=analysis.start,
+                end=end,
+            )
+            for version in versions
+        }
+        # A gauge may be watched both ways (CPU too high, throughput too low): named apart.
+        checks.append(
+            CheckInput(
+                metric if bad_direction == "increase" else f"{metric} (decrease)",
+                "metric",
+                values[analysis.baseline_version],
+                values[analysis.canary_version],
+                bad_direction=BAD_DIRECTIONS[bad_direction],
+            )
+        )
+    judgement = judge(checks, min_requests=min_requests, min_metric_values=_MIN_METRIC_VALUES)
     exemplars = canary_exemplars(
         client,
         database,

@@ -27,8 +27,8 @@ bursts do not. One thing alarms without a history of surprises: a new record, a 
 range of the last ``record_window`` values (up to a 40th more: the range is kept per block of
 values) by ``record`` x that range and at least ``spike_z`` from the baseline (score 1).
 
-The state is fixed-size float arrays, whatever the series' age: about 30 KiB at one-minute buckets
-(the seasonal profiles and residual windows), so 10,000 series fit in memory and pickle in
+The state is float arrays of bounded size, whatever the series' age: about 30 KiB at one-minute
+buckets (the seasonal profiles and residual windows), so 10,000 series fit in memory and pickle in
 a few hundred MB.
 
 Findings:
@@ -107,16 +107,16 @@ class _RollingMedian:
 
     def __init__(self, size: int, typecode: str = "f") -> None:
         self.size = size
-        self.ring = array(typecode)  # grows to `size`, so a young series pickles small
+        self.ring: array[float] = array(typecode)  # grows to `size`, so a young series pickles small
         self.n = 0  # values seen
         self.value: float | None = None
         self._sorted: list[float] = []  # the ring's values, sorted, while young
         self._due = min(size, _EXACT_UP_TO) + 1  # `n` at the next recomputation
 
-    def __getstate__(self) -> tuple[int, array, int, float | None, int]:
+    def __getstate__(self) -> tuple[int, array[float], int, float | None, int]:
         return self.size, self.ring, self.n, self.value, self._due
 
-    def __setstate__(self, state: tuple[int, array, int, float | None, int]) -> None:
+    def __setstate__(self, state: tuple[int, array[float], int, float | None, int]) -> None:
         self.size, self.ring, self.n, self.value, self._due = state
         self._sorted = sorted(self.ring) if self.n < min(self.size, _EXACT_UP_TO) else []
 
@@ -336,7 +336,7 @@ class LevelShiftDetector:
                 assert profile is not None
                 pred = preds[k] = profile.predict(t)
                 # Ready after two periods of history.
-                if pred is None or t - (profile.first_t or t) < 2.0 * profile.period:
+                if pred is None or profile.first_t is None or t - profile.first_t < 2.0 * profile.period:
                     continue
                 mad, error = profile.residual.value, profile.error or 0.0
                 # A profile must beat the flat median clearly, or its extra freedom only adds noise.

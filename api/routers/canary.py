@@ -24,6 +24,13 @@ _MIN_DURATION_S = 60.0
 _MAX_LEAD_S = 3600.0
 
 
+class MetricCheck(BaseModel):
+    """A gauge compared between the versions, e.g. each instance's process.cpu.utilization."""
+
+    name: str = Field(min_length=1, max_length=_MAX_NAME)
+    bad_direction: Literal["increase", "decrease"] = "increase"
+
+
 class AnalysisRequest(BaseModel):
     """What to compare. `start` is ISO 8601 (UTC if no zone) or unix seconds, default now;
     `duration` like 10m (1m to 24h)."""
@@ -36,6 +43,7 @@ class AnalysisRequest(BaseModel):
     duration: str = "10m"
     operations: int = Field(default=5, ge=0, le=20)
     checks: list[Literal["latency", "error_rate"]] = Field(default=["latency", "error_rate"], min_length=1)
+    metrics: list[MetricCheck] = Field(default=[], max_length=10)
 
     @field_validator("duration")
     @classmethod
@@ -52,6 +60,9 @@ class AnalysisRequest(BaseModel):
     def _different_versions(self) -> AnalysisRequest:
         if self.baseline_version == self.canary_version:
             raise ValueError("baseline_version and canary_version are the same; compare two versions")
+        metrics = [(m.name, m.bad_direction) for m in self.metrics]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("a metric is listed twice with the same bad_direction")
         return self
 
 
@@ -127,8 +138,11 @@ def create_analysis(
     body: AnalysisRequest,
 ) -> AnalysisCreated:
     """Ask for a canary analysis: the canary version against the baseline version of `service`
-    over [start, start + duration). Poll `GET /api/v1/canary/analyses/{id}` for the verdict. The
-    same request sent again is the same analysis."""
+    over [start, start + duration). `checks` picks latency and/or error rate (for the service and
+    its `operations` busiest operations); `metrics` adds gauges reported by both versions (e.g.
+    `{"name": "process.cpu.utilization", "bad_direction": "increase"}`). Poll
+    `GET /api/v1/canary/analyses/{id}` for the verdict. The same request sent again is the same
+    analysis."""
     now = time.time()
     if body.start is None:
         start = now
@@ -155,6 +169,7 @@ def create_analysis(
         start + parse_duration(body.duration),
         body.operations,
         tuple(body.checks),
+        tuple((metric.name, metric.bad_direction) for metric in body.metrics),
     )
     store = _store(reader)
     if store.get(analysis.id) is None:

@@ -21,8 +21,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.conftest import RunningVigil
+from tests.metric_rows import metric_rows
 from vigil.detectors.canary import CanaryFinalizer
 from vigil.store.client import open_client
+from vigil.store.write import StoreWriter
 
 VIGIL = [sys.executable, "-m", "vigil.cli"]
 WINDOW_S = 600
@@ -166,6 +168,8 @@ def test_an_open_window_is_running_with_figures_so_far_and_judged_when_it_closes
         ({"duration": "soon"}, ["body", "duration"], "Value error, expected a duration such as 10m or 1h"),
         ({"duration": "2d"}, ["body", "duration"], "Value error, must be between 1m and 24h"),
         ({"checks": ["latency", "vibes"]}, ["body", "checks", 1], "Input should be 'latency' or 'error_rate'"),
+        ({"metrics": [{"name": "cpu"}, {"name": "cpu"}]}, ["body"],
+         "Value error, a metric is listed twice with the same bad_direction"),
     ],
 )  # fmt: skip
 def test_bad_analysis_requests_get_a_422_naming_the_field(
@@ -222,3 +226,37 @@ def test_the_gate_without_wait_on_an_open_window_is_inconclusive(vigil_server: R
     assert result.returncode == 2
     assert "so far (window still open)" in result.stdout
     assert result.stderr == "vigil: the window has not been judged yet; use --wait to wait for the verdict\n"
+
+
+def test_a_gauge_check_compares_the_versions_in_the_bad_direction(vigil_server: RunningVigil) -> None:
+    service = f"cpu-{uuid.uuid4().hex[:6]}"
+    start = past_window()
+    send_versions(vigil_server, service, start, requests=300)
+    rng = random.Random(3)
+    points = [
+        {
+            "service": service,
+            "ServiceVersion": version,
+            "name": "process.cpu.utilization",
+            "attributes": {"instance": f"{version}-{i}"},
+            "time": start + 30 * k + i,
+            "Value": rng.gauss(mean, 0.03),
+        }
+        for version, mean in (("1.0", 0.30), ("2.0", 0.55))
+        for i in range(5)
+        for k in range(20)
+    ]
+    writer = StoreWriter(open_client(vigil_server.settings.clickhouse_url), vigil_server.settings.clickhouse_database)
+    writer.insert("metrics_gauge", metric_rows("metrics_gauge", points))
+
+    metrics = [{"name": "process.cpu.utilization"}, {"name": "process.cpu.utilization", "bad_direction": "decrease"}]
+    analysis = verdict_of(vigil_server, service, start, metrics=metrics)
+    cpu = [c for c in analysis["checks"] if c["kind"] == "metric"]
+    assert [(c["name"], c["result"], c["baseline"]["n"], c["canary"]["n"]) for c in cpu] == [
+        ("process.cpu.utilization", "fail", 100, 100),
+        ("process.cpu.utilization (decrease)", "pass", 100, 100),
+    ]
+    assert 0.6 < cpu[0]["effect"] < 1.0  # the canary's median CPU is 60-100% higher
+    assert analysis["verdict"] == "FAIL"
+    # The same window with other checks is another analysis.
+    assert verdict_of(vigil_server, service, start)["verdict"] == "PASS"

@@ -133,12 +133,38 @@ def test_tiny_shift_on_a_very_quiet_series_is_below_min_effect() -> None:
 def test_pickle_round_trip_mid_stream_gives_identical_scores() -> None:
     y = latency(9, 800)
     y[500:] += 40.0
+    for split in (60, 400):  # while the rolling medians are young (exact), and after
+        detector = LevelShiftDetector()
+        feed(detector, y[:split])
+        clone = pickle.loads(pickle.dumps(detector))
+        for i, v in enumerate(y[split:].tolist(), start=split):
+            x = {"t": T0 + MINUTE * i, "y": v}
+            assert detector.score_one(x) == clone.score_one(x)
+            detector.learn_one(x)
+            clone.learn_one(x)
+            assert detector.anomaly() == clone.anomaly()
+
+
+def test_state_stays_small_however_long_the_series_runs() -> None:
+    # Three weeks of one-minute buckets with a daily cycle: both seasonal profiles full and in use.
+    n = 3 * 7 * 1440
+    hours = ((T0 + MINUTE * np.arange(n)) % 86400.0) / 3600.0
+    y = 100.0 + 30.0 * np.sin(2 * np.pi * hours / 24.0) + 5.0 * np.random.default_rng(4).standard_normal(n)
     detector = LevelShiftDetector()
-    feed(detector, y[:400])
-    clone = pickle.loads(pickle.dumps(detector))
-    for i, v in enumerate(y[400:].tolist(), start=400):
-        x = {"t": T0 + MINUTE * i, "y": v}
-        assert detector.score_one(x) == clone.score_one(x)
+    sizes = []
+    for week in range(3):
+        found = feed_from(detector, y, 7 * 1440 * week, 7 * 1440 * (week + 1))
+        assert all(a is None for a in found)
+        sizes.append(len(pickle.dumps(detector)))
+    assert max(sizes) < 40 * 1024
+    assert sizes[2] - sizes[1] < 8 * 1024  # full-grown after two weeks
+
+
+def feed_from(detector: LevelShiftDetector, values: np.ndarray, start: int, end: int) -> list[Anomaly | None]:
+    out = []
+    for i in range(start, end):
+        x = {"t": T0 + MINUTE * i, "y": float(values[i])}
+        detector.score_one(x)
         detector.learn_one(x)
-        clone.learn_one(x)
-        assert detector.anomaly() == clone.anomaly()
+        out.append(detector.anomaly())
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["LATENCY_SAMPLE", "ArmRequests", "arm_requests", "canary_exemplars"]
+__all__ = ["LATENCY_SAMPLE", "ArmRequests", "arm_requests", "canary_exemplars", "gauge_values"]
 
 LATENCY_SAMPLE = 50_000
 _ENTRY = "(SpanKind IN ('Server', 'Consumer') OR ParentSpanId = '')"
@@ -119,3 +119,37 @@ def canary_exemplars(
         },
     ).result_rows
     return [str(row[0]) for row in rows]
+
+
+def gauge_values(
+    client: Client,
+    database: str,
+    *,
+    service: str,
+    metric: str,
+    version: str,
+    environment: str,
+    start: float,
+    end: float,
+) -> npt.NDArray[np.float64]:
+    """Every point of gauge `metric` reported by `version` of `service` in the window (at most
+    `LATENCY_SAMPLE`, sampled), e.g. each instance's CPU every export interval."""
+    environment_filter = (
+        "AND ResourceAttributes['deployment.environment'] = {environment:String}" if environment else ""
+    )
+    rows = client.query(
+        f"""SELECT groupArraySample({LATENCY_SAMPLE}, 7)(Value) FROM {database}.metrics_gauge
+            WHERE ServiceName = {{service:String}} AND ServiceVersion = {{version:String}}
+              AND MetricName = {{metric:String}} {environment_filter}
+              AND TimeUnix >= fromUnixTimestamp64Milli(toInt64({{start:Float64}} * 1000))
+              AND TimeUnix < fromUnixTimestamp64Milli(toInt64({{end:Float64}} * 1000))""",
+        parameters={
+            "service": service,
+            "version": version,
+            "metric": metric,
+            "environment": environment,
+            "start": start,
+            "end": end,
+        },
+    ).result_rows
+    return np.asarray(rows[0][0] if rows else [], dtype=np.float64)

@@ -33,6 +33,7 @@ _COLUMNS = (
     "WindowEnd",
     "Operations",
     "CheckKinds",
+    "MetricChecks",
     "Status",
     "Verdict",
     "Score",
@@ -55,6 +56,8 @@ class CanaryAnalysis:
     end: float
     operations: int  # how many of the busiest operations get checks of their own
     check_kinds: tuple[str, ...] = ("latency", "error_rate")
+    # Gauges compared between the versions: (metric name, the direction that is bad).
+    metric_checks: tuple[tuple[str, str], ...] = ()
     status: Status = "running"
     verdict: Verdict = "INCONCLUSIVE"
     score: float | None = None
@@ -84,6 +87,7 @@ class CanaryStore:
             _utc(analysis.end),
             analysis.operations,
             list(analysis.check_kinds),
+            json.dumps([list(check) for check in analysis.metric_checks]),
             analysis.status,
             analysis.verdict,
             analysis.score,
@@ -102,7 +106,8 @@ class CanaryStore:
         rows = self.client.query(
             f"""SELECT Id, ServiceName, BaselineVersion, CanaryVersion, Environment,
                        toUnixTimestamp64Milli(WindowStart) / 1000, toUnixTimestamp64Milli(WindowEnd) / 1000,
-                       Operations, CheckKinds, Status, Verdict, Score, Reason, Checks, ExemplarTraceIds,
+                       Operations, CheckKinds, MetricChecks, Status, Verdict, Score, Reason, Checks,
+                       ExemplarTraceIds,
                        toUnixTimestamp64Milli(CreatedAt) / 1000
                 FROM {self.database}.canary_analyses FINAL WHERE {where} ORDER BY CreatedAt DESC""",
             parameters=parameters,
@@ -118,13 +123,14 @@ class CanaryStore:
                 end=float(row[6]),
                 operations=int(row[7]),
                 check_kinds=tuple(row[8]),
-                status=row[9],
-                verdict=row[10],
-                score=None if row[11] is None else float(row[11]),
-                reason=row[12],
-                checks=json.loads(row[13] or "[]"),
-                exemplar_trace_ids=list(row[14]),
-                created_at=float(row[15]),
+                metric_checks=tuple((name, direction) for name, direction in json.loads(row[9] or "[]")),
+                status=row[10],
+                verdict=row[11],
+                score=None if row[12] is None else float(row[12]),
+                reason=row[13],
+                checks=json.loads(row[14] or "[]"),
+                exemplar_trace_ids=list(row[15]),
+                created_at=float(row[16]),
             )
             for row in rows
         ]

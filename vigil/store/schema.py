@@ -878,6 +878,7 @@ CANARY_ANALYSES = Table(
     WindowEnd DateTime64(3, 'UTC'),
     Operations UInt8,
     CheckKinds Array(LowCardinality(String)),
+    MetricChecks String,
     Status LowCardinality(String),
     Verdict LowCardinality(String),
     Score Nullable(Float64),
