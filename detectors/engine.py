@@ -17,6 +17,7 @@ from vigil.detectors.runner import DetectorRunner, Family
 from vigil.detectors.service_regressions import ServiceRegressions
 from vigil.detectors.slo import SloBurn, SloCounter
 from vigil.settings import Settings
+from vigil.store.clickhouse_replicas import REPLICA_DELAY_METRIC, ReplicaDelaySampler
 from vigil.store.findings import FindingStore
 
 __all__ = ["DetectorEngine", "build_families"]
@@ -32,12 +33,16 @@ def build_families(settings: Settings, client: Client, database: str) -> list[Fa
         LogPatterns(client, database),
         SloBurn(client, database, counter),
     ]
-    if settings.replication_lag_metric_names:
+    # On a cluster, ClickHouse's own replicas are watched too (sampled by the engine each round).
+    lag_metrics = settings.replication_lag_metric_names + (
+        (REPLICA_DELAY_METRIC,) if settings.clickhouse_cluster else ()
+    )
+    if lag_metrics:
         families.append(
             ReplicationLag(
                 client,
                 database,
-                settings.replication_lag_metric_names,
+                lag_metrics,
                 threshold_seconds=settings.replication_lag_threshold,
             )
         )
@@ -58,9 +63,11 @@ class DetectorEngine:
         interval: float,
         clock: Callable[[], float] | None = None,
         canary: CanaryFinalizer | None = None,
+        replicas: ReplicaDelaySampler | None = None,
     ) -> None:
         self.runners = [DetectorRunner(family, store, grace=grace, clock=clock or time.time) for family in families]
         self.canary = canary
+        self.replicas = replicas
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,11 +83,21 @@ class DetectorEngine:
             canary=CanaryFinalizer(
                 client, database, grace=settings.detector_grace, min_requests=settings.canary_min_requests
             ),
+            replicas=(
+                ReplicaDelaySampler(client, database, cluster=settings.clickhouse_cluster)
+                if settings.clickhouse_cluster
+                else None
+            ),
         )
 
     def run_once(self, until: float | None = None) -> int:
         """Consume every closed bucket of every family; returns buckets consumed in all."""
         total = 0
+        if self.replicas is not None:
+            try:
+                self.replicas.sample()
+            except Exception:
+                logger.exception("sampling ClickHouse replica delays failed; retrying next round")
         for runner in self.runners:
             try:
                 total += runner.run(until)
