@@ -18,10 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vigil.collector._component import RowsConsumer
-from vigil.collector.log_templates import EMPTY_TEMPLATE_ID, LogTemplateMiner
+from vigil.collector.log_templates import DIGIT_SHAPE, MAX_BODY_CHARS, LogTemplateMiner
 from vigil.store.schema import LOG_TEMPLATE_FIELDS
 from vigil.types import RowBatch
 
@@ -75,20 +77,36 @@ class LogTemplater:
         self.next_consumer.consume(batch)
 
     def _with_templates(self, rows: pa.Table) -> pa.Table:
-        bodies = rows.column("Body").to_pylist()
+        n = rows.num_rows
         try:
-            mined = self.miner.mine_many([body or "" for body in bodies])
-            ids = [m.template_id for m in mined]
-            templates = [m.template for m in mined]
+            ids, templates = self._mine(rows.column("Body"))
             self._dirty = True
         except Exception:
             # A template is an aid to reading logs; the logs themselves must still be stored.
-            logger.exception("log template mining failed for %d rows; they are stored without templates", len(bodies))
-            ids = [EMPTY_TEMPLATE_ID] * len(bodies)
-            templates = [""] * len(bodies)
+            logger.exception("log template mining failed for %d rows; they are stored without templates", n)
+            ids, templates = pa.array(np.zeros(n, dtype=np.uint64)), pa.array([""] * n, pa.string())
         (id_name, id_type), (template_name, template_type) = LOG_TEMPLATE_FIELDS
-        rows = rows.append_column(pa.field(id_name, id_type), pa.array(ids, id_type))
-        return rows.append_column(pa.field(template_name, template_type), pa.array(templates, template_type))
+        rows = rows.append_column(pa.field(id_name, id_type), ids)
+        return rows.append_column(pa.field(template_name, template_type), templates)
+
+    def _mine(self, bodies: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+        """Template ids and templates of `bodies`, mining each distinct shape once.
+
+        Bodies that differ only in their digits' values are one shape (`DIGIT_SHAPE`), and a
+        batch holds few shapes: computing shapes and mapping results back is vectorised, so the
+        Python work per batch follows its shapes, not its rows.
+        """
+        text = pc.utf8_slice_codeunits(pc.fill_null(bodies, ""), 0, MAX_BODY_CHARS)
+        shapes = pc.replace_substring_regex(text, pattern=DIGIT_SHAPE, replacement="1")
+        encoded = shapes.combine_chunks().dictionary_encode()
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        _, first, counts = np.unique(indices, return_index=True, return_counts=True)
+        representatives = pc.take(text, pa.array(first)).to_pylist()
+        mined = [self.miner.mine(body, int(count)) for body, count in zip(representatives, counts, strict=True)]
+        # np.unique sorted the dictionary indices: position k of `mined` is dictionary entry k.
+        ids = np.fromiter((m.template_id for m in mined), dtype=np.uint64, count=len(mined))
+        templates = pa.array([m.template for m in mined], pa.string())
+        return pa.array(ids[indices]), pc.take(templates, pa.array(indices))
 
     def save_snapshot(self) -> None:
         """Write the miner's state (atomically: a crash mid-write leaves the previous snapshot)."""

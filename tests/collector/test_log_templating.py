@@ -107,12 +107,26 @@ def test_rows_are_stored_without_templates_when_mining_fails(
     templater = LogTemplater(sink, tmp_path / "c.templates")
     templater.start()
 
-    def broken(bodies: object) -> object:
+    def broken(body: str, count: int = 1) -> object:
         raise RecursionError("pathological body")
 
-    monkeypatch.setattr(templater.miner, "mine_many", broken)
+    monkeypatch.setattr(templater.miner, "mine", broken)
     templater.consume(logs("a", "b"))
     rows = sink.batches[0].rows
     assert rows.column("Body").to_pylist() == ["a", "b"]
     assert rows.column("TemplateId").to_pylist() == [0, 0]
     assert "log template mining failed for 2 rows" in caplog.text
+
+
+def test_a_batch_mines_each_shape_once_and_counts_every_line() -> None:
+    sink = Sink()
+    templater = LogTemplater(sink, None)
+    bodies = [f"order {i} took {i * 7} ms" for i in range(1, 400)] + ["cache cleared", "order 5 took 35 ms"]
+    templater.consume(logs(*bodies))
+    rows = sink.batches[0].rows
+    order = template_id_of("order <NUM> took <NUM> ms")
+    assert rows.column("TemplateId").to_pylist() == [order] * 399 + [template_id_of("cache cleared"), order]
+    assert set(rows.column("Template").to_pylist()) == {"order <NUM> took <NUM> ms", "cache cleared"}
+    # Every line counts towards its template, though each shape was masked once.
+    sizes = {c.get_template(): c.size for c in templater.miner._drain.id_to_cluster.values()}
+    assert sizes == {"order <NUM> took <NUM> ms": 400, "cache cleared": 1}
