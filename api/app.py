@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from vigil.api.routers import canary, deploys, findings, health, logs, metrics, network, services, slos, traces
+from vigil.api.routers import alerts, canary, deploys, findings, health, logs, metrics, network, services, slos, traces
 from vigil.settings import Settings
 from vigil.store.read import StoreReader
 
@@ -35,6 +35,7 @@ def create_app(settings: Settings, reader: StoreReader) -> FastAPI:
     app.include_router(deploys.router)
     app.include_router(canary.router)
     app.include_router(slos.router)
+    app.include_router(alerts.router)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

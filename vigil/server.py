@@ -28,6 +28,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from vigil.alerts.engine import AlertLoop, build_alert_loop
+from vigil.alerts.rules import load_rules_file
 from vigil.api.app import create_app
 from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
 from vigil.collector.decode.netflow import NetflowConfig
@@ -39,6 +41,7 @@ from vigil.dashboards import views
 from vigil.detectors.engine import DetectorEngine
 from vigil.errors import ConfigError
 from vigil.settings import Settings
+from vigil.store.alerts import AlertStore
 from vigil.store.client import database_from_url, open_client
 from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
@@ -136,6 +139,7 @@ class Vigil:
         self._web_task: asyncio.Task[None] | None = None
         self._collector: Collector | None = None
         self.detectors: DetectorEngine | None = None
+        self.alerts: AlertLoop | None = None
         self._processes: CollectorProcesses | None = None
         self._reserved: list[socket.socket] = []
         self._stopped = asyncio.Event()
@@ -153,6 +157,10 @@ class Vigil:
         if settings.slo_file:
             # Checked before anything listens: a broken SLO file stops start-up with its line.
             await asyncio.to_thread(SloStore(client, database).sync_file, load_slo_file(settings.slo_file))
+        if settings.alert_rules_file:
+            rules = load_rules_file(settings.alert_rules_file)
+            document = {"rules": [rule.to_dict() for rule in rules]}
+            await asyncio.to_thread(AlertStore(client, database).put_rules, document, "file")
         reader = StoreReader(client, database)
 
         self.inserter = Inserter(
@@ -165,6 +173,9 @@ class Vigil:
         if settings.detectors_enabled:
             self.detectors = await asyncio.to_thread(DetectorEngine.from_settings, settings, client, database)
             self.detectors.start()
+            # Alerts follow findings, so they run where the detectors do.
+            self.alerts = build_alert_loop(settings, client, database)
+            self.alerts.start()
 
         host = settings.bind
         # Reserved (bound, not listening) so port 0 resolves once and collectors share the port.
@@ -258,6 +269,9 @@ class Vigil:
             await self._collector.shutdown()
         if self._processes is not None:
             await asyncio.to_thread(self._processes.shutdown)
+        if self.alerts is not None:
+            await asyncio.to_thread(self.alerts.stop)
+            self.alerts = None
         if self.detectors is not None:
             await asyncio.to_thread(self.detectors.stop)
         if self.inserter is not None:

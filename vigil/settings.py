@@ -159,6 +159,24 @@ class Settings(BaseSettings):
 
     # VIGIL_PUBLIC_URL: base of links Vigil puts in alerts and messages.
     public_url: str = "http://127.0.0.1:8080"
+
+    # VIGIL_SLACK_TOKEN: a bot token (xoxb-...) with chat:write; alerts are posted, updated on
+    # resolve and answered in their thread. VIGIL_SLACK_WEBHOOK_URL: an incoming webhook instead
+    # (every notification a new message). Neither: alerts are tracked but not sent.
+    slack_token: str = Field(default="", repr=False)
+    slack_webhook_url: str = Field(default="", repr=False)
+    # VIGIL_SLACK_BASE_URL: Slack's Web API (tests point it at a local server).
+    slack_base_url: str = "https://slack.com/api/"
+    # VIGIL_SLACK_CHANNEL: where rules without channels send.
+    slack_channel: str = "#alerts"
+    # VIGIL_ALERT_RULES_FILE: YAML alert rules (``rules:``; see vigil.alerts.rules), read at start;
+    # an invalid file stops start-up with its line. Without rules, every warning or worse finding
+    # goes to VIGIL_SLACK_CHANNEL.
+    alert_rules_file: str = ""
+    # VIGIL_ALERT_GROUP_WINDOW: alerts of one service firing within this window share a message.
+    alert_group_window: float = Field(default=300.0, gt=0)
+    # VIGIL_ALERT_INTERVAL: how often alerts are evaluated and the Slack outbox delivered.
+    alert_interval: float = Field(default=10.0, gt=0)
     # VIGIL_LOG_LEVEL: Vigil's own log level.
     log_level: str = "INFO"
 
@@ -170,6 +188,8 @@ class Settings(BaseSettings):
         "detector_grace",
         "detector_interval",
         "replication_lag_threshold",
+        "alert_group_window",
+        "alert_interval",
         mode="before",
     )
     @classmethod

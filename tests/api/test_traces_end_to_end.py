@@ -130,6 +130,8 @@ def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
     paths = httpx.get(f"{vigil_server.api}/openapi.json").json()["paths"]
     assert sorted(paths) == [
+        "/api/v1/alert-rules",
+        "/api/v1/alerts",
         "/api/v1/canary/analyses",
         "/api/v1/canary/analyses/{analysis_id}",
         "/api/v1/deploys",
@@ -144,6 +146,8 @@ def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:
         "/api/v1/network/throughput",
         "/api/v1/network/top-talkers",
         "/api/v1/services",
+        "/api/v1/silences",
+        "/api/v1/silences/{silence_id}",
         "/api/v1/slos",
         "/api/v1/slos/{name}",
         "/api/v1/traces",

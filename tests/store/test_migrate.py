@@ -5,6 +5,10 @@ from vigil.store.migrate import applied_versions, migrate
 from vigil.store.schema import MIGRATIONS, DdlContext, create_table_statements, migrations_table_statement
 
 EXPECTED_TABLES = [
+    "alert_groups",
+    "alert_outbox",
+    "alert_rules",
+    "alerts",
     "canary_analyses",
     "deploys",
     "detector_state",
@@ -28,6 +32,7 @@ EXPECTED_TABLES = [
     "metrics_summary",
     "metrics_summary_catalog_mv",
     "schema_migrations",
+    "silences",
     "slo_minutes",
     "slos",
     "spans",
@@ -49,7 +54,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -90,8 +95,12 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         parameters={"d": database},
     ).result_rows
     assert rows == [
-        # Findings, deploys, canary verdicts and detector state are small and kept: they are the
-        # incident history.
+        # Findings, alerts, deploys, canary verdicts and detector state are small and kept: they
+        # are the incident history.
+        ("alert_groups", ""),
+        ("alert_outbox", ""),
+        ("alert_rules", ""),
+        ("alerts", ""),
         ("canary_analyses", ""),
         ("deploys", ""),
         ("detector_state", ""),
@@ -107,6 +116,7 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         ("metrics_histogram", "toDateTime(TimeUnix) + toIntervalDay(9)"),
         ("metrics_sum", "toDateTime(TimeUnix) + toIntervalDay(9)"),
         ("metrics_summary", "toDateTime(TimeUnix) + toIntervalDay(9)"),
+        ("silences", ""),
         ("slo_minutes", "Minute + toIntervalDay(100)"),
         ("slos", ""),
         ("spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
@@ -132,6 +142,6 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     )
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]

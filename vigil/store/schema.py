@@ -935,6 +935,98 @@ SLO_MINUTES = Table(
     shard_key="cityHash64(SloName)",
 )
 
+
+def _replacing(name: str, columns: str, order_by: str) -> Table:
+    """A small state table: rows rewritten whole with a newer UpdatedAt, read with FINAL."""
+    return Table(
+        name=name,
+        columns=columns,
+        engine="ReplacingMergeTree",
+        version_column="UpdatedAt",
+        order_by=order_by,
+        settings="index_granularity = 8192",
+        shard_key=f"cityHash64({order_by})",
+    )
+
+
+# Alerts: one row per (rule, finding), its lifecycle state and notification group.
+ALERTS = _replacing(
+    "alerts",
+    """
+    Key String,
+    Rule LowCardinality(String),
+    Severity LowCardinality(String),
+    State LowCardinality(String),
+    Kind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    Operation String,
+    Signal LowCardinality(String),
+    Summary String,
+    FindingId String,
+    StartedAt DateTime64(3, 'UTC'),
+    Channels Array(String),
+    FiringAt Nullable(DateTime64(3, 'UTC')),
+    ResolvedAt Nullable(DateTime64(3, 'UTC')),
+    GroupId String,
+    NotifiedAt Nullable(DateTime64(3, 'UTC')),
+    UpdatedAt DateTime64(3, 'UTC')""",
+    "Key",
+)
+# One Slack message per group: the alerts of one service on one channel that fired together.
+ALERT_GROUPS = _replacing(
+    "alert_groups",
+    """
+    Id String,
+    ServiceName LowCardinality(String),
+    Channel String,
+    OpenedAt DateTime64(3, 'UTC'),
+    Keys Array(String),
+    Ts String,
+    Resolved UInt8,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    "Id",
+)
+# Notifications written before they are sent, marked sent once Slack accepted them.
+ALERT_OUTBOX = _replacing(
+    "alert_outbox",
+    """
+    Id String,
+    GroupId String,
+    Channel String,
+    Action LowCardinality(String),
+    Text String,
+    Blocks String,
+    CreatedAt DateTime64(3, 'UTC'),
+    SentAt Nullable(DateTime64(3, 'UTC')),
+    Ts String,
+    Attempts UInt32,
+    Error String,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    "Id",
+)
+SILENCES = _replacing(
+    "silences",
+    """
+    Id String,
+    Matchers String,
+    Author String,
+    Comment String,
+    StartsAt DateTime64(3, 'UTC'),
+    EndsAt DateTime64(3, 'UTC'),
+    CreatedAt DateTime64(3, 'UTC'),
+    UpdatedAt DateTime64(3, 'UTC')""",
+    "Id",
+)
+ALERT_RULES = _replacing(
+    "alert_rules",
+    """
+    Name String,
+    Document String,
+    Source LowCardinality(String),
+    UpdatedAt DateTime64(3, 'UTC')""",
+    "Name",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -953,6 +1045,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "deploy events", (DEPLOYS,)),
     Migration(8, "canary analyses", (CANARY_ANALYSES,)),
     Migration(9, "SLO definitions and per-minute SLO counts", (SLOS, SLO_MINUTES)),
+    Migration(
+        10,
+        "alerts, their groups, the Slack outbox, silences and rules",
+        (ALERTS, ALERT_GROUPS, ALERT_OUTBOX, SILENCES, ALERT_RULES),
+    ),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

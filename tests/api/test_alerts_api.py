@@ -1,0 +1,57 @@
+"""Alert rules, alerts and silences through the API."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import RunningVigil
+
+
+def test_rules_default_until_replaced_and_an_invalid_set_is_refused_whole(vigil_server: RunningVigil) -> None:
+    api = f"{vigil_server.api}/api/v1/alert-rules"
+    assert httpx.get(api).json() == {
+        "source": "default",
+        "rules": [
+            {"name": "default", "kinds": [], "services": [], "severity": "warning", "labels": {}, "for": "0s",
+             "channels": [], "repeat": "0s", "notify_severity": ""}
+        ],
+    }  # fmt: skip
+    rules = {"rules": [{"name": "pay", "services": ["checkout"], "for": "2m", "channels": ["#pay"]}]}
+    stored = httpx.put(api, json=rules)
+    assert stored.status_code == 200
+    assert stored.json()["rules"][0]["for"] == "2m"
+    refused = httpx.put(api, json={"rules": [{"name": "x", "for": "later"}]})
+    assert refused.status_code == 422
+    assert "rule 'x': for: 'later' is not a duration" in refused.json()["detail"][0]["msg"]
+    assert [r["name"] for r in httpx.get(api).json()["rules"]] == ["pay"]
+
+
+def test_silences_are_created_listed_and_expired(vigil_server: RunningVigil) -> None:
+    api = f"{vigil_server.api}/api/v1/silences"
+    created = httpx.post(
+        api, json={"matchers": {"service": "checkout"}, "author": "ann", "comment": "deploy", "duration": "2h"}
+    )
+    assert created.status_code == 201
+    silence_id = created.json()["id"]
+    [listed] = httpx.get(api).json()
+    assert (listed["id"], listed["matchers"], listed["author"], listed["active"]) == (
+        silence_id,
+        {"service": "checkout"},
+        "ann",
+        True,
+    )
+    assert 7199 <= listed["ends_at"] - listed["starts_at"] <= 7201
+    assert httpx.delete(f"{api}/{silence_id}").status_code == 204
+    [expired] = httpx.get(api).json()
+    assert expired["active"] is False and expired["ends_at"] <= time.time()
+    assert httpx.delete(f"{api}/s-nope").status_code == 404
+    bad = httpx.post(api, json={"matchers": {"colour": "red"}, "author": "ann"})
+    assert bad.status_code == 422
+    assert "unknown label 'colour'" in bad.json()["detail"][0]["msg"]
+
+
+def test_alerts_are_listed_by_state(vigil_server: RunningVigil) -> None:
+    assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "firing"}).json() == []
+    assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "loud"}).status_code == 422
