@@ -119,9 +119,24 @@ class AlertStore:
     # -- alerts ---------------------------------------------------------------------------------
 
     _ALERT_COLUMNS = (
-        "Key", "Rule", "Severity", "State", "Kind", "ServiceName", "Operation", "Signal", "Summary",
-        "FindingId", "StartedAt", "Channels", "FiringAt", "ResolvedAt", "GroupId", "NotifiedAt", "UpdatedAt",
-    )  # fmt: skip
+        "Key",
+        "Rule",
+        "Severity",
+        "State",
+        "Kind",
+        "ServiceName",
+        "Operation",
+        "Signal",
+        "Summary",
+        "FindingId",
+        "StartedAt",
+        "Channels",
+        "FiringAt",
+        "ResolvedAt",
+        "GroupId",
+        "NotifiedAt",
+        "UpdatedAt",
+    )
 
     def write_alerts(self, alerts: Sequence[AlertState]) -> None:
         rows = [
@@ -143,7 +158,7 @@ class AlertStore:
                 a.group_id,
                 _utc(a.notified_at),
                 self._now(),
-            ]  # fmt: skip
+            ]
             for a in alerts
         ]
         self._insert("alerts", rows, self._ALERT_COLUMNS)
@@ -180,7 +195,7 @@ class AlertStore:
                 resolved_at=_seconds(r[13]),
                 group_id=r[14],
                 notified_at=_seconds(r[15]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -210,16 +225,26 @@ class AlertStore:
                 keys=tuple(r[4]),
                 ts=r[5],
                 resolved=bool(r[6]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
     # -- outbox ---------------------------------------------------------------------------------
 
     _OUTBOX_COLUMNS = (
-        "Id", "GroupId", "Channel", "Action", "Text", "Blocks", "CreatedAt", "SentAt", "Ts", "Attempts", "Error",
+        "Id",
+        "GroupId",
+        "Channel",
+        "Action",
+        "Text",
+        "Blocks",
+        "CreatedAt",
+        "SentAt",
+        "Ts",
+        "Attempts",
+        "Error",
         "UpdatedAt",
-    )  # fmt: skip
+    )
 
     def enqueue(self, notifications: Sequence[Notification]) -> None:
         self._write_notifications(notifications)
@@ -239,7 +264,7 @@ class AlertStore:
                 n.attempts,
                 n.error,
                 self._now(),
-            ]  # fmt: skip
+            ]
             for n in notifications
         ]
         self._insert("alert_outbox", rows, self._OUTBOX_COLUMNS)
@@ -279,7 +304,7 @@ class AlertStore:
                 ts=r[8],
                 attempts=int(r[9]),
                 error=r[10],
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -287,9 +312,15 @@ class AlertStore:
 
     def write_silence(self, silence: Silence) -> None:
         row = [
-            silence.id, json.dumps(silence.matchers, sort_keys=True), silence.author, silence.comment,
-            _utc(silence.starts_at), _utc(silence.ends_at), _utc(silence.created_at), self._now(),
-        ]  # fmt: skip
+            silence.id,
+            json.dumps(silence.matchers, sort_keys=True),
+            silence.author,
+            silence.comment,
+            _utc(silence.starts_at),
+            _utc(silence.ends_at),
+            _utc(silence.created_at),
+            self._now(),
+        ]
         self._insert(
             "silences", [row], ("Id", "Matchers", "Author", "Comment", "StartsAt", "EndsAt", "CreatedAt", "UpdatedAt")
         )
@@ -308,15 +339,18 @@ class AlertStore:
                 starts_at=float(r[4].timestamp()),
                 ends_at=float(r[5].timestamp()),
                 created_at=float(r[6].timestamp()),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
     # -- rules ----------------------------------------------------------------------------------
 
     def put_rules(self, document: dict[str, Any], source: str) -> None:
-        self._insert("alert_rules", [["current", json.dumps(document), source, self._now()]],
-                     ("Name", "Document", "Source", "UpdatedAt"))  # fmt: skip
+        self._insert(
+            "alert_rules",
+            [["current", json.dumps(document), source, self._now()]],
+            ("Name", "Document", "Source", "UpdatedAt"),
+        )
 
     def rules_document(self) -> dict[str, Any] | None:
         rows = self.client.query(
