@@ -237,6 +237,8 @@ class AlertEngine:
                 text, blocks = alert_message(views, service=group.service, public_url=self.public_url)
                 action = "post" if not self._posted(group) else "update"
                 notifications.append(self._notification(group, action, text, blocks, now, members))
+        # The outbox is sent in CreatedAt order: a group's update before its reply, as decided.
+        notifications = [replace(n, created_at=now + i / 1000) for i, n in enumerate(notifications)]
         fresh = [n for n in notifications if n.id not in self.store.notification_ids([n.id for n in notifications])]
         # Order matters for a crash: the outbox first, then what caused it.
         self.store.enqueue(fresh)

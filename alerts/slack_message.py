@@ -365,7 +365,7 @@ def _ordered(alerts: Sequence[AlertView]) -> list[AlertView]:
         raise ValueError("a message needs at least one alert")
     # Most severe first, then by onset: the first section is the alert to look at first, and the
     # order does not change when the message is updated on resolution.
-    return sorted(alerts, key=lambda a: (_severity_rank(a.severity), a.started_at, a.key))
+    return sorted(alerts, key=lambda a: (_severity_rank(a.severity), a.started_at, a.operation, a.signal, a.key))
 
 
 def _severity_rank(severity: str) -> int:

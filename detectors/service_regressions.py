@@ -8,8 +8,10 @@ rises only, throughput for drops and spikes); error rates an `ErrorRateDetector`
 Finding rules, as an on-call engineer may rely on them:
 - Cold start: a series is judged only once its detector has a baseline (`warmup` buckets with
   data); a new service or operation produces no findings before then.
-- Latency of a minute with fewer than `MIN_REQUESTS` requests is "no data": a p99 of three
-  requests says nothing. A minute without requests counts as 0 throughput. Error rates are
+- A latency quantile of a minute with fewer requests than `MIN_REQUESTS` asks for it is "no
+  data": p50 needs 5, p95 20 and p99 100, so that the quantile is more than the minute's slowest
+  request or two (the p99 of 20 requests is their maximum, and one slow request a minute would
+  look like a regression). A minute without requests counts as 0 throughput. Error rates are
   judged on counts (`ErrorRateDetector`), so low volume weighs as little as it should.
 - One finding per excursion, opened at the detector's onset estimate, closed when the series
   is back to its baseline.
@@ -37,7 +39,7 @@ from vigil.store.findings import AttributeShare, Finding
 
 __all__ = ["MIN_REQUESTS", "ServiceRegressions", "nearest_deploy"]
 
-MIN_REQUESTS = 5
+MIN_REQUESTS = {"latency_p50": 5, "latency_p95": 20, "latency_p99": 100}
 # How far back from the onset the "before" of attribute shares and deploy search reach.
 _BASELINE_WINDOW_S = 3600.0
 _DEPLOY_LOOKBACK_S = 86400.0
@@ -90,10 +92,9 @@ class ServiceRegressions:
             values[series_key(b.service, b.operation, "throughput")] = float(b.requests)
             if b.requests:
                 values[series_key(b.service, b.operation, "error_rate")] = {"y": b.errors, "n": b.requests}
-            if b.requests >= MIN_REQUESTS:
-                values[series_key(b.service, b.operation, "latency_p50")] = b.p50_ms
-                values[series_key(b.service, b.operation, "latency_p95")] = b.p95_ms
-                values[series_key(b.service, b.operation, "latency_p99")] = b.p99_ms
+            for signal, value in (("latency_p50", b.p50_ms), ("latency_p95", b.p95_ms), ("latency_p99", b.p99_ms)):
+                if b.requests >= MIN_REQUESTS[signal]:
+                    values[series_key(b.service, b.operation, signal)] = value
         return sorted(by_minute.items())
 
     def new_detector(self, series: str) -> SeriesDetector:

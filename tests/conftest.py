@@ -105,6 +105,16 @@ def vigil_server(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
         stop_vigil(running, thread)
 
 
+@pytest.fixture
+def quiet_vigil(vigil_settings: dict[str, Any]) -> Iterator[RunningVigil]:
+    """A Vigil without its own detector and alert threads: tests drive them over past buckets."""
+    running, thread = start_vigil(load_settings(**vigil_settings, detectors_enabled=False))
+    try:
+        yield running
+    finally:
+        stop_vigil(running, thread)
+
+
 def vigil_with_prefixes(vigil_settings: dict[str, Any], directory: Path, prefixes: str) -> Iterator[RunningVigil]:
     """A Vigil whose VIGIL_PREFIX_FILE holds `prefixes` (CSV); for fixtures of flow tests."""
     prefix_file = directory / "prefixes.csv"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-__all__ = ["EXIT_UNREACHABLE", "canary_app", "deploy_app"]
+__all__ = ["EXIT_UNREACHABLE", "canary_app", "deploy_app", "silence_app"]
 
 EXIT_UNREACHABLE = 3
 _TIMEOUT_S = 30.0
@@ -181,3 +181,64 @@ def _fetch(url: str, path: str, token: str) -> dict[str, Any]:
         raise typer.Exit(EXIT_UNREACHABLE)
     result: dict[str, Any] = response.json()
     return result
+
+
+silence_app = typer.Typer(help="Silence alerts for a while (maintenance, a known incident).", no_args_is_help=True)
+
+
+@silence_app.command("add")
+def silence_add(
+    matcher: Annotated[
+        list[str],
+        typer.Argument(
+            help="label=value pairs an alert must all have: kind, service, severity, rule, operation, signal."
+        ),
+    ],
+    author: Annotated[str, typer.Option(help="Who silences.")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    duration: Annotated[str, typer.Option(help="How long, e.g. 2h.")] = "1h",
+    url: UrlOption = "http://127.0.0.1:8080",
+    token: TokenOption = "",
+) -> None:
+    """Silence matching alerts; prints the silence's id."""
+    matchers: dict[str, str] = {}
+    for item in matcher:
+        label, sep, value = item.partition("=")
+        if not sep or not label or not value:
+            typer.echo(f"vigil: {item!r} is not label=value, e.g. service=checkout", err=True)
+            raise typer.Exit(2)
+        matchers[label] = value
+    body = {"matchers": matchers, "author": author, "comment": comment, "duration": duration}
+    response = request("POST", url, "/api/v1/silences", token, body)
+    if response.status_code != 201:
+        typer.echo(f"vigil: the silence was not created: {refusal(response)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"silence {response.json()['id']}: {' '.join(matcher)} for {duration}")
+
+
+@silence_app.command("list")
+def silence_list(url: UrlOption = "http://127.0.0.1:8080", token: TokenOption = "") -> None:
+    """Every silence, active ones marked."""
+    response = request("GET", url, "/api/v1/silences", token)
+    if response.status_code != 200:
+        typer.echo(f"vigil: cannot list silences: {refusal(response)}", err=True)
+        raise typer.Exit(1)
+    from datetime import UTC, datetime
+
+    for silence in response.json():
+        ends = datetime.fromtimestamp(silence["ends_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+        matchers = " ".join(f"{k}={v}" for k, v in sorted(silence["matchers"].items()))
+        state = "active" if silence["active"] else "ended"
+        typer.echo(
+            f"{silence['id']}  {state:<6}  until {ends}  {matchers}  ({silence['author']}: {silence['comment']})"
+        )
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: str, url: UrlOption = "http://127.0.0.1:8080", token: TokenOption = "") -> None:
+    """End a silence now."""
+    response = request("DELETE", url, f"/api/v1/silences/{silence_id}", token)
+    if response.status_code != 204:
+        typer.echo(f"vigil: the silence was not expired: {refusal(response)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"silence {silence_id} expired")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from vigil.ci import canary_app, deploy_app
+from vigil.ci import canary_app, deploy_app, silence_app
 from vigil.errors import ConfigError
 from vigil.settings import Settings, load_settings
 
@@ -25,6 +25,7 @@ app = typer.Typer(
 
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(canary_app, name="canary")
+app.add_typer(silence_app, name="silence")
 
 
 def _settings() -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import httpx
@@ -55,3 +57,25 @@ def test_silences_are_created_listed_and_expired(vigil_server: RunningVigil) -> 
 def test_alerts_are_listed_by_state(vigil_server: RunningVigil) -> None:
     assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "firing"}).json() == []
     assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "loud"}).status_code == 422
+
+
+def test_silences_from_the_command_line(vigil_server: RunningVigil) -> None:
+    def vigil(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "vigil.cli", "silence", *args, "--url", vigil_server.api],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    added = vigil(
+        "add", "service=checkout", "severity=warning", "--author", "ann", "--comment", "deploy", "--duration", "30m"
+    )
+    assert added.returncode == 0, added.stderr
+    silence_id = added.stdout.split()[1].rstrip(":")
+    assert added.stdout == f"silence {silence_id}: service=checkout severity=warning for 30m\n"
+    listed = vigil("list")
+    assert listed.stdout.startswith(f"{silence_id}  active  until ")
+    assert listed.stdout.endswith("  service=checkout severity=warning  (ann: deploy)\n")
+    assert vigil("expire", silence_id).stdout == f"silence {silence_id} expired\n"
+    assert f"{silence_id}  ended" in vigil("list").stdout
+    bad = vigil("add", "checkout", "--author", "ann")
+    assert (bad.returncode, bad.stderr) == (2, "vigil: 'checkout' is not label=value, e.g. service=checkout\n")
