@@ -252,3 +252,25 @@ def test_a_firing_alert_is_repeated_in_its_thread_every_repeat_interval(rig: Rig
     (post,) = rig.slack.calls("chat.postMessage")[:1]
     replies = rig.slack.replies("#alerts", post.response["ts"])
     assert [r["text"].split(":")[0] for r in replies] == ["Still firing"]
+
+
+def test_an_incoming_webhook_gets_each_notification_as_a_new_message(rig: Rig) -> None:
+    f = finding("latency_p95")
+    rig.findings.write([f])
+    webhook = SlackSender(rig.store, webhook_url=rig.slack.webhook_url, sleep=lambda s: None)
+    rig.now = T0 + 30
+    rig.engine().evaluate()
+    assert webhook.deliver() == 1
+    rig.findings.write([replace(f, status="closed", ended_at=T0 + 60)])
+    rig.now = T0 + 90
+    rig.engine().evaluate()
+    assert webhook.deliver() == 2
+    calls = rig.slack.calls("webhook")
+    text, blocks = alert_message([view(f)], service="checkout", public_url=PUBLIC)
+    assert (calls[0].body["text"], calls[0].body["blocks"]) == (text, blocks)
+    resolved = [view(f, state="resolved", ended=T0 + 60)]
+    assert [(c.body["text"], c.body["blocks"]) for c in calls[1:]] == [
+        resolved_message(resolved, service="checkout", public_url=PUBLIC),
+        resolution_reply(resolved, public_url=PUBLIC),
+    ]
+    assert rig.store.unsent() == []
