@@ -7,6 +7,9 @@ routed to the rule's `channels` (default: ``VIGIL_SLACK_CHANNEL``); a firing ale
 in its thread every `repeat` (0: never) and resolves when the finding closes. Every matching
 rule makes its own alert.
 
+A rule with a `monitor` watches a metric query instead (`vigil.store.monitors`): a breach of its
+condition is a ``monitor`` finding named after the rule, and that rule alone alerts on it.
+
 Rules come from a YAML file (``VIGIL_ALERT_RULES_FILE``: ``rules:`` a list of rules) or
 ``PUT /api/v1/alert-rules``. With neither, `DEFAULT_RULES` send every finding of severity warning
 or above to the default channel, so alerts work once Slack is configured.
@@ -35,6 +38,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 from vigil.errors import ConfigError
+from vigil.store.monitors import MonitorSpec, parse_monitor
 
 __all__ = ["DEFAULT_RULES", "SEVERITY_RANK", "AlertRule", "load_rules_file", "matching", "parse_rules"]
 
@@ -44,7 +48,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _LABELS = ("operation", "signal")
-_FIELDS = {"name", "kinds", "services", "severity", "labels", "for", "channels", "repeat", "notify_severity"}
+_FIELDS = {"name", "kinds", "services", "severity", "labels", "for", "channels", "repeat", "notify_severity", "monitor"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +62,14 @@ class AlertRule:
     channels: tuple[str, ...] = ()  # empty: the default channel
     repeat_s: float = 0.0
     notify_severity: str = ""  # the alert's severity; empty: the finding's
+    # A monitor rule watches a metric query; it alerts on its own `monitor` findings only.
+    monitor: MonitorSpec | None = None
 
     def matches(self, *, kind: str, service: str, severity: str, operation: str, signal: str) -> bool:
+        if self.monitor is not None:
+            return kind == "monitor" and operation == self.name
+        if kind == "monitor":
+            return False  # another rule's monitor: that rule routes it
         if self.kinds and kind not in self.kinds:
             return False
         if self.services and service not in self.services:
@@ -80,6 +90,7 @@ class AlertRule:
             "channels": list(self.channels),
             "repeat": _duration_text(self.repeat_s),
             "notify_severity": self.notify_severity,
+            **({"monitor": self.monitor.to_dict()} if self.monitor is not None else {}),
         }
 
 
@@ -142,6 +153,7 @@ def _rule(index: int, spec: Any) -> AlertRule:
         channels=channels,
         repeat_s=_duration(f"{where}: repeat", spec.get("repeat", "0s")),
         notify_severity=notify,
+        monitor=parse_monitor(where, spec["monitor"]) if "monitor" in spec else None,
     )
 
 

@@ -11,6 +11,7 @@ from clickhouse_connect.driver.client import Client
 
 from vigil.detectors.canary import CanaryFinalizer
 from vigil.detectors.log_patterns import LogPatterns
+from vigil.detectors.monitors import Monitors
 from vigil.detectors.network import NetworkAnomalies
 from vigil.detectors.replication import ReplicationLag
 from vigil.detectors.runner import DetectorRunner, Family
@@ -32,6 +33,7 @@ def build_families(settings: Settings, client: Client, database: str) -> list[Fa
         ServiceRegressions(client, database),
         LogPatterns(client, database),
         SloBurn(client, database, counter),
+        Monitors(client, database),
     ]
     # On a cluster, ClickHouse's own replicas are watched too (sampled by the engine each round).
     lag_metrics = settings.replication_lag_metric_names + (
