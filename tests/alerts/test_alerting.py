@@ -274,3 +274,16 @@ def test_an_incoming_webhook_gets_each_notification_as_a_new_message(rig: Rig) -
         resolution_reply(resolved, public_url=PUBLIC),
     ]
     assert rig.store.unsent() == []
+
+
+def test_one_channel_gets_at_most_one_message_a_second(rig: Rig) -> None:
+    rig.findings.write([finding("latency_p95"), finding("other", service="search")])
+    rig.now = T0 + 30
+    rig.engine().evaluate()
+    clock = [100.0]
+    waits: list[float] = []
+    sender = SlackSender(
+        rig.store, token="xoxb-test", base_url=rig.slack.api_url, clock=lambda: clock[0], sleep=waits.append
+    )
+    assert sender.deliver() == 2  # two services: two messages, both to #alerts
+    assert waits == [1.0]  # the second waited out the rest of the first's second
