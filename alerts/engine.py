@@ -207,13 +207,15 @@ class AlertEngine:
         self, changed: dict[str, AlertState], alerts: dict[str, AlertState], findings: dict[str, Finding], now: float
     ) -> int:
         groups = {g.id: g for g in self.store.groups(open_only=True)}
+        # A stored group's message was posted (its post is queued in the round that opens it).
+        posted = set(groups)
         touched: set[str] = set()
         for key, alert in list(changed.items()):
             before = alerts.get(key)
             if alert.state == "firing" and (before is None or before.state != "firing"):
                 group_ids = []
                 for channel in alert.channels:
-                    group = self._group_for(groups, alert.service, channel, now)
+                    group = self._group_for(groups, alert, channel, now)
                     groups[group.id] = replace(group, keys=(*group.keys, key))
                     group_ids.append(group.id)
                     touched.add(group.id)
@@ -235,7 +237,7 @@ class AlertEngine:
                 groups[group_id] = replace(group, resolved=True)
             else:
                 text, blocks = alert_message(views, service=group.service, public_url=self.public_url)
-                action = "post" if not self._posted(group) else "update"
+                action = "update" if group.id in posted else "post"
                 notifications.append(self._notification(group, action, text, blocks, now, members))
         # The outbox is sent in CreatedAt order: a group's update before its reply, as decided.
         notifications = [replace(n, created_at=now + i / 1000) for i, n in enumerate(notifications)]
@@ -246,15 +248,22 @@ class AlertEngine:
         self.store.write_alerts(list(changed.values()))
         return len(fresh)
 
-    def _posted(self, group: AlertGroup) -> bool:
-        return bool(self.store.notification_ids([_hash(group.id, "post")]))
-
-    def _group_for(self, groups: dict[str, AlertGroup], service: str, channel: str, now: float) -> AlertGroup:
+    def _group_for(self, groups: dict[str, AlertGroup], alert: AlertState, channel: str, now: float) -> AlertGroup:
         for group in groups.values():
-            if group.service == service and group.channel == channel and now - group.opened_at < self.group_window_s:
+            if (
+                group.service == alert.service
+                and group.channel == channel
+                and now - group.opened_at < self.group_window_s
+            ):
                 return group
+        # Named after the alert that opens it: deciding again after a crash opens the same group,
+        # whose post is then already in the outbox.
         group = AlertGroup(
-            id="g-" + _hash(service, channel, str(now)), service=service, channel=channel, opened_at=now, keys=()
+            id="g-" + _hash(alert.service, channel, alert.key),
+            service=alert.service,
+            channel=channel,
+            opened_at=now,
+            keys=(),
         )
         groups[group.id] = group
         return group

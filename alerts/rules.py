@@ -32,11 +32,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
+from vigil.config_file import read_yaml
 from vigil.errors import ConfigError
 from vigil.store.monitors import MonitorSpec, parse_monitor
 
@@ -171,15 +171,7 @@ def parse_rules(document: Any) -> tuple[AlertRule, ...]:
 
 def load_rules_file(path: str) -> tuple[AlertRule, ...]:
     """The rules of a YAML file, or ConfigError naming the file, the line and the reason."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"VIGIL_ALERT_RULES_FILE: cannot read {path}: {exc.strerror}") from None
-    try:
-        root = yaml.compose(text)
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    root, document = read_yaml(path, "VIGIL_ALERT_RULES_FILE")
     lines = _rule_lines(root)
     try:
         return parse_rules(document)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -10,7 +11,7 @@ from fastapi import HTTPException, Request
 from vigil.settings import parse_duration
 from vigil.store.read import StoreReader
 
-__all__ = ["TimeWindow", "get_reader", "invalid_parameter", "parse_since", "time_window"]
+__all__ = ["TimeWindow", "get_reader", "invalid_parameter", "last_week", "parse_since", "time_window", "unix_seconds"]
 
 # The longest window a query may ask for; longer scans belong to a batch job, not a page.
 MAX_WINDOW_S = 90 * 86400
@@ -59,3 +60,14 @@ def time_window(since: str = "15m") -> TimeWindow:
     seconds = parse_since(since)
     now = time.time()
     return TimeWindow(now - seconds, now)
+
+
+def last_week(since: str = "7d") -> TimeWindow:
+    """A `since` window defaulting to a week: for the rarer events (deploys, canary analyses)."""
+    return time_window(since)
+
+
+def unix_seconds(value: datetime) -> float:
+    """A request's time in unix seconds; one without a zone is UTC (pipelines run in every zone,
+    Vigil speaks UTC)."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()

@@ -33,6 +33,7 @@ import math
 from scipy.special import pdtrc
 
 from vigil.detectors.base import Anomaly, Observation
+from vigil.store.log_patterns_read import severity_text
 
 __all__ = ["NewPatternDetector", "TemplateRateDetector"]
 
@@ -197,7 +198,7 @@ class NewPatternDetector:
                     observed=lines,
                     score=1.0,
                     severity="warning",
-                    summary=f"first logged at {_severity_name(x['severity'])} ({lines:g} lines).",
+                    summary=f"first logged at {severity_text(int(x['severity']))} ({lines:g} lines).",
                 )
             return
         if lines > 0:
@@ -218,7 +219,3 @@ class NewPatternDetector:
 
     def anomaly(self) -> Anomaly | None:
         return self._open
-
-
-def _severity_name(number: float) -> str:
-    return "FATAL" if number >= 21 else "ERROR" if number >= 17 else "WARN"

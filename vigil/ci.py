@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -23,6 +24,7 @@ _TIMEOUT_S = 30.0
 deploy_app = typer.Typer(help="Report deploys to Vigil from a pipeline.", no_args_is_help=True)
 
 UrlOption = Annotated[str, typer.Option(envvar="VIGIL_URL", help="Vigil's base URL.")]
+DEFAULT_URL = "http://127.0.0.1:8080"
 TokenOption = Annotated[str, typer.Option(envvar="VIGIL_TOKEN", help="API token, sent as a bearer token.")]
 
 
@@ -53,7 +55,7 @@ def refusal(response: httpx.Response) -> str:
 def mark(
     service: Annotated[str, typer.Option(help="The service deployed.")],
     version: Annotated[str, typer.Option(help="The version deployed (service.version in its telemetry).")],
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     environment: Annotated[str, typer.Option(help="Where it was deployed.")] = "production",
     kind: Annotated[str, typer.Option(help="canary, rolling or full.")] = "full",
@@ -101,8 +103,6 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _summary(analysis: dict[str, Any]) -> str:
-    from datetime import UTC, datetime
-
     start = datetime.fromtimestamp(analysis["start"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     minutes = (analysis["end"] - analysis["start"]) / 60
     score = "" if analysis["score"] is None else f", score {analysis['score']:.0f}"
@@ -134,7 +134,7 @@ def gate(
     service: Annotated[str, typer.Option(help="The service deployed.")],
     baseline: Annotated[str, typer.Option(help="The version serving before (service.version).")],
     canary: Annotated[str, typer.Option(help="The version under test (service.version).")],
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
     duration: Annotated[str, typer.Option(help="The window compared, e.g. 10m.")] = "10m",
     start: Annotated[str, typer.Option(help="ISO 8601 start of the window (default: now).")] = "",
@@ -197,7 +197,7 @@ def silence_add(
     author: Annotated[str, typer.Option(help="Who silences.")],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     duration: Annotated[str, typer.Option(help="How long, e.g. 2h.")] = "1h",
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = "",
 ) -> None:
     """Silence matching alerts; prints the silence's id."""
@@ -217,14 +217,12 @@ def silence_add(
 
 
 @silence_app.command("list")
-def silence_list(url: UrlOption = "http://127.0.0.1:8080", token: TokenOption = "") -> None:
+def silence_list(url: UrlOption = DEFAULT_URL, token: TokenOption = "") -> None:
     """Every silence, active ones marked."""
     response = request("GET", url, "/api/v1/silences", token)
     if response.status_code != 200:
         typer.echo(f"vigil: cannot list silences: {refusal(response)}", err=True)
         raise typer.Exit(1)
-    from datetime import UTC, datetime
-
     for silence in response.json():
         ends = datetime.fromtimestamp(silence["ends_at"], UTC).strftime("%Y-%m-%d %H:%M UTC")
         matchers = " ".join(f"{k}={v}" for k, v in sorted(silence["matchers"].items()))
@@ -235,7 +233,7 @@ def silence_list(url: UrlOption = "http://127.0.0.1:8080", token: TokenOption = 
 
 
 @silence_app.command("expire")
-def silence_expire(silence_id: str, url: UrlOption = "http://127.0.0.1:8080", token: TokenOption = "") -> None:
+def silence_expire(silence_id: str, url: UrlOption = DEFAULT_URL, token: TokenOption = "") -> None:
     """End a silence now."""
     response = request("DELETE", url, f"/api/v1/silences/{silence_id}", token)
     if response.status_code != 204:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from vigil.api.deps import TimeWindow, get_reader, time_window
+from vigil.api.deps import TimeWindow, get_reader, last_week, unix_seconds
 from vigil.detectors.canary import judge_analysis, new_analysis
 from vigil.settings import Settings, parse_duration
 from vigil.store.canary_store import CanaryAnalysis, CanaryStore
@@ -144,10 +144,7 @@ def create_analysis(
     `GET /api/v1/canary/analyses/{id}` for the verdict. The same request sent again is the same
     analysis."""
     now = time.time()
-    if body.start is None:
-        start = now
-    else:
-        start = (body.start if body.start.tzinfo is not None else body.start.replace(tzinfo=UTC)).timestamp()
+    start = now if body.start is None else unix_seconds(body.start)
     if start > now + _MAX_LEAD_S:
         raise HTTPException(
             status_code=422,
@@ -193,14 +190,10 @@ def get_analysis(
     return Analysis.of(_judged(reader, settings, analysis))
 
 
-def _last_week(since: str = "7d") -> TimeWindow:
-    return time_window(since)
-
-
 @router.get("", response_model=list[Analysis])
 def list_analyses(
     reader: Annotated[StoreReader, Depends(get_reader)],
-    window: Annotated[TimeWindow, Depends(_last_week)],
+    window: Annotated[TimeWindow, Depends(last_week)],
     service: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[Analysis]:

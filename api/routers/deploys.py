@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from vigil.api.deps import TimeWindow, get_reader, time_window
+from vigil.api.deps import TimeWindow, get_reader, last_week, unix_seconds
 from vigil.store.deploys import Deploy, DeployStore, deploy_id
 from vigil.store.read import StoreReader
 
@@ -54,23 +54,12 @@ def _store(reader: StoreReader) -> DeployStore:
     return DeployStore(reader.client, reader.database)
 
 
-def _seconds(value: datetime | None) -> float | None:
-    if value is None:
-        return None
-    # A time without a zone is read as UTC: pipelines run in every zone, Vigil speaks UTC.
-    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
-
-
-def _last_week(since: str = "7d") -> TimeWindow:
-    return time_window(since)
-
-
 @router.post("", status_code=201, response_model=DeployCreated)
 def report_deploy(reader: Annotated[StoreReader, Depends(get_reader)], report: DeployReport) -> DeployCreated:
     """Record a deploy. `started_at` defaults to now; the same report sent again (same service,
     version, environment and `started_at`) is the same deploy, so a retried pipeline step does
     not add a second one. Send it again with `finished_at` to mark the deploy finished."""
-    started = _seconds(report.started_at) or time.time()
+    started = unix_seconds(report.started_at) if report.started_at is not None else time.time()
     deploy = Deploy(
         id=deploy_id(report.service, report.version, report.environment, started),
         service=report.service,
@@ -79,7 +68,7 @@ def report_deploy(reader: Annotated[StoreReader, Depends(get_reader)], report: D
         kind=report.kind,
         commit=report.commit,
         started_at=started,
-        finished_at=_seconds(report.finished_at),
+        finished_at=unix_seconds(report.finished_at) if report.finished_at is not None else None,
         url=report.url,
         description=report.description,
         detected=False,
@@ -91,7 +80,7 @@ def report_deploy(reader: Annotated[StoreReader, Depends(get_reader)], report: D
 @router.get("", response_model=list[Deploy])
 def list_deploys(
     reader: Annotated[StoreReader, Depends(get_reader)],
-    window: Annotated[TimeWindow, Depends(_last_week)],
+    window: Annotated[TimeWindow, Depends(last_week)],
     service: str | None = None,
     environment: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,

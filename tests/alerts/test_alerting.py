@@ -287,3 +287,18 @@ def test_one_channel_gets_at_most_one_message_a_second(rig: Rig) -> None:
     )
     assert sender.deliver() == 2  # two services: two messages, both to #alerts
     assert waits == [1.0]  # the second waited out the rest of the first's second
+
+
+def test_a_crash_after_queueing_a_post_does_not_queue_a_second_one(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.findings.write([finding("latency_p95")])
+    crashing = rig.engine()
+
+    def crash(groups: object) -> None:
+        raise RuntimeError("killed between the outbox and the state")
+
+    monkeypatch.setattr(crashing.store, "write_groups", crash)
+    with pytest.raises(RuntimeError):
+        crashing.evaluate(T0 + 30)
+    rig.round(T0 + 40)  # a fresh engine decides again
+    assert [n.action for n in rig.store.notifications()] == ["post"]
+    assert len(rig.slack.calls("chat.postMessage")) == 1

@@ -122,8 +122,12 @@ class DeployStore:
         limit: int = 200,
     ) -> list[Deploy]:
         """Deploys that started in [start, end], reported and detected, newest first."""
-        reported = self._reported(service=service, start=start, end=end)
-        covered = {(d.service, d.version) for d in self._reported(service=service, start=None, end=None)}
+        # Every reported deploy of the service: those in the window, and the versions they cover.
+        ever = self._reported(service=service, start=None, end=None)
+        reported = [
+            d for d in ever if (start is None or d.started_at >= start) and (end is None or d.started_at <= end)
+        ]
+        covered = {(d.service, d.version) for d in ever}
         detected = [
             d for d in self._detected(service=service, start=start, end=end) if (d.service, d.version) not in covered
         ]

@@ -739,12 +739,29 @@ FLOWS_1M_MV = MaterializedView(
     GROUP BY Minute, Exporter, Interface, Direction, Customer, Protocol""",
 )
 
+
+def _replacing(name: str, columns: str, order_by: str) -> Table:
+    """A small state table: rows rewritten whole with a newer UpdatedAt, read with FINAL.
+
+    Sharded by its key, so every version of a row is on one shard and FINAL can pick the newest.
+    """
+    return Table(
+        name=name,
+        columns=columns,
+        engine="ReplacingMergeTree",
+        version_column="UpdatedAt",
+        order_by=order_by,
+        settings="index_granularity = 8192",
+        shard_key=f"cityHash64({order_by})",
+    )
+
+
 # What the detectors found. A finding is rewritten as it develops (observed value, severity,
 # closing), each time with a newer UpdatedAt; readers take the newest row per Id (FINAL).
 # Ids are derived from the series and the onset, so replaying a bucket rewrites the same finding.
-FINDINGS = Table(
-    name="findings",
-    columns="""
+FINDINGS = _replacing(
+    "findings",
+    """
     Id String,
     Kind LowCardinality(String),
     ServiceName LowCardinality(String),
@@ -764,27 +781,18 @@ FINDINGS = Table(
     ExemplarTraceIds Array(String),
     TopAttributes String,
     UpdatedAt DateTime64(3, 'UTC')""",
-    engine="ReplacingMergeTree",
-    version_column="UpdatedAt",
-    order_by="Id",
-    settings="index_granularity = 8192",
-    # All versions of one finding on one shard, so FINAL can pick the newest.
-    shard_key="cityHash64(Id)",
+    "Id",
 )
 
 # Each detector family's watermark (the end of the last bucket it consumed) and model state.
-DETECTOR_STATE = Table(
-    name="detector_state",
-    columns="""
+DETECTOR_STATE = _replacing(
+    "detector_state",
+    """
     Detector String,
     Watermark DateTime('UTC'),
     State String,
     UpdatedAt DateTime64(3, 'UTC')""",
-    engine="ReplacingMergeTree",
-    version_column="UpdatedAt",
-    order_by="Detector",
-    settings="index_granularity = 8192",
-    shard_key="cityHash64(Detector)",
+    "Detector",
 )
 
 # Each log row's template (see LOG_TEMPLATE_FIELDS); rows from before have TemplateId 0.
@@ -843,9 +851,9 @@ LOG_PATTERNS_1M_MV = MaterializedView(
 
 # Deploys reported by pipelines (detected ones are derived from the RED rollup when read; see
 # `vigil.store.deploys`). A report is rewritten whole with a newer UpdatedAt (e.g. when finished).
-DEPLOYS = Table(
-    name="deploys",
-    columns="""
+DEPLOYS = _replacing(
+    "deploys",
+    """
     Id String,
     ServiceName LowCardinality(String),
     Version String,
@@ -857,18 +865,14 @@ DEPLOYS = Table(
     Url String,
     Description String,
     UpdatedAt DateTime64(3, 'UTC')""",
-    engine="ReplacingMergeTree",
-    version_column="UpdatedAt",
-    order_by="Id",
-    settings="index_granularity = 8192",
-    shard_key="cityHash64(Id)",
+    "Id",
 )
 
 # Canary analyses: what a pipeline asked, and the verdict with its evidence once judged (a running
 # analysis is rewritten when its window closes).
-CANARY_ANALYSES = Table(
-    name="canary_analyses",
-    columns="""
+CANARY_ANALYSES = _replacing(
+    "canary_analyses",
+    """
     Id String,
     ServiceName LowCardinality(String),
     BaselineVersion String,
@@ -887,27 +891,19 @@ CANARY_ANALYSES = Table(
     ExemplarTraceIds Array(String),
     CreatedAt DateTime64(3, 'UTC'),
     UpdatedAt DateTime64(3, 'UTC')""",
-    engine="ReplacingMergeTree",
-    version_column="UpdatedAt",
-    order_by="Id",
-    settings="index_granularity = 8192",
-    shard_key="cityHash64(Id)",
+    "Id",
 )
 
 # SLO definitions from the SLO file and the API; a deleted SLO is a newer row with Deleted = 1.
-SLOS = Table(
-    name="slos",
-    columns="""
+SLOS = _replacing(
+    "slos",
+    """
     Name String,
     Definition String,
     Source LowCardinality(String),
     Deleted UInt8,
     UpdatedAt DateTime64(3, 'UTC')""",
-    engine="ReplacingMergeTree",
-    version_column="UpdatedAt",
-    order_by="Name",
-    settings="index_granularity = 8192",
-    shard_key="cityHash64(Name)",
+    "Name",
 )
 
 
@@ -934,19 +930,6 @@ SLO_MINUTES = Table(
     ttl=_slo_minutes_ttl,
     shard_key="cityHash64(SloName)",
 )
-
-
-def _replacing(name: str, columns: str, order_by: str) -> Table:
-    """A small state table: rows rewritten whole with a newer UpdatedAt, read with FINAL."""
-    return Table(
-        name=name,
-        columns=columns,
-        engine="ReplacingMergeTree",
-        version_column="UpdatedAt",
-        order_by=order_by,
-        settings="index_granularity = 8192",
-        shard_key=f"cityHash64({order_by})",
-    )
 
 
 # Alerts: one row per (rule, finding), its lifecycle state and notification group.

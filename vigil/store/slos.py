@@ -23,12 +23,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 
+from vigil.config_file import read_yaml
 from vigil.errors import ConfigError, StoreUnavailable
 
 __all__ = ["MAX_WINDOW_S", "BurnAlertRule", "SloDefinition", "SloStore", "load_slo_file", "parse_slo"]
@@ -265,15 +265,7 @@ class SloStore:
 
 def load_slo_file(path: str) -> list[SloDefinition]:
     """The SLOs of a YAML file (``slos:`` mapping names to fields), or ConfigError naming file, line and reason."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"VIGIL_SLO_FILE: cannot read {path}: {exc.strerror}") from None
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    root, data = read_yaml(path, "VIGIL_SLO_FILE")
     if data is None:
         return []
     if not isinstance(data, dict) or set(data) != {"slos"} or not isinstance(data["slos"], dict):
