@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -37,7 +38,8 @@ from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.process import CollectorProcesses
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.writer import Inserter, InserterConfig
-from vigil.dashboards import views
+from vigil.dashboards import site
+from vigil.dashboards.render import Receivers
 from vigil.detectors.engine import DetectorEngine
 from vigil.errors import ConfigError
 from vigil.settings import Settings
@@ -68,8 +70,7 @@ class Ports:
 def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
     """The API plus the dashboard pages on one app (port VIGIL_HTTP_PORT)."""
     app = create_app(settings, reader)
-    app.include_router(views.router)
-    app.mount("/static", views.static_files(), name="static")
+    site.install(app)
     return app
 
 
@@ -230,7 +231,8 @@ class Vigil:
             self._processes = CollectorProcesses(configs, settings.log_level)
             await asyncio.to_thread(self._processes.start)
 
-        config = uvicorn.Config(build_web_app(settings, reader), log_level="warning", access_log=False, lifespan="off")
+        web_app = build_web_app(settings, reader)
+        config = uvicorn.Config(web_app, log_level="warning", access_log=False, lifespan="off")
         self._web = EmbeddedServer(config)
         self._web_task = asyncio.create_task(self._web.serve(sockets=[web_socket]))
         while not self._web.started:
@@ -245,6 +247,8 @@ class Vigil:
             netflow=netflow_ports[0] if netflow_ports else 0,
             ipfix=netflow_ports[1] if netflow_ports else 0,
         )
+        # Pages tell newcomers where to send data: the ports bound, not the settings' 0s.
+        web_app.state.receivers = Receivers(host=host, **dataclasses.asdict(self.ports))
         logger.info(
             "Vigil is up: dashboard http://%s:%d  OTLP gRPC %s:%d  OTLP HTTP http://%s:%d  StatsD %s  "
             "NetFlow/IPFIX %s  store %s (database %s), %d collector process(es)",

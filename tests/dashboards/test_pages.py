@@ -2,74 +2,27 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-
-import pytest
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk._logs.export import LogRecordExportResult
-from opentelemetry.sdk.trace.export import SpanExportResult
+from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
+from tests.dashboards.pages import send_logs, send_spans, table_rows
 from tests.logs import orders_logs_with_span
 from tests.spans import checkout_trace, now_ns, trace_id_of
 
-playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Without these flags chromium tries to reach Google's hosts, which a closed network refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[playwright.Browser]:
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: playwright.Browser) -> Iterator[playwright.Page]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
-
-
-def send(vigil: RunningVigil, spans: list) -> None:  # type: ignore[type-arg]
-    exporter = OTLPSpanExporter(endpoint=vigil.otlp_grpc, insecure=True)
-    assert exporter.export(spans) == SpanExportResult.SUCCESS
-    exporter.shutdown()
-    vigil.flush()
-
-
-def table_rows(page: playwright.Page, selector: str) -> list[list[str]]:
-    return [
-        [cell.strip() for cell in row.locator("td").all_inner_texts()]
-        for row in page.locator(f"{selector} tbody tr").all()
-    ]
-
-
-def test_an_empty_store_explains_where_to_send_traces(vigil_server: RunningVigil, page: playwright.Page) -> None:
+def test_an_empty_store_explains_where_to_send_traces(vigil_server: RunningVigil, page: Page) -> None:
     page.goto(vigil_server.api + "/")
     assert page.title() == "Services · Vigil"
     text = page.locator("#empty").inner_text()
-    assert "No services have sent traces in the last 15m." in text
-    assert f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{vigil_server.settings.otlp_http_port}" in text
+    assert "No services have sent traces in the last 1h." in text
+    otlp = vigil_server.ports
+    assert f"export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:{otlp.otlp_http}" in text
+    assert f"or grpc with port {otlp.otlp_grpc}" in text
 
 
-def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(
-    vigil_server: RunningVigil, page: playwright.Page
-) -> None:
+def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(vigil_server: RunningVigil, page: Page) -> None:
     spans = checkout_trace(now_ns() - 2_000_000_000)
-    send(vigil_server, spans)
+    send_spans(vigil_server, spans)
 
     page.goto(vigil_server.api + "/?since=1h")
     assert table_rows(page, "#services") == [
@@ -79,7 +32,7 @@ def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(
     assert page.locator("a.range.active").inner_text() == "1h"
 
     page.click("text=shop")
-    assert page.url == f"{vigil_server.api}/traces?service=shop&since=1h"
+    assert page.url == f"{vigil_server.api}/traces?since=1h&service=shop"
     (row,) = table_rows(page, "#traces")
     assert row[1:] == ["shop: GET /checkout", "30.00", "3", "1", "payments, shop"]
 
@@ -90,13 +43,10 @@ def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(
     assert page.locator("#waterfall tr.error").count() == 1
 
 
-def test_a_trace_page_lists_the_logs_carrying_its_trace_id(vigil_server: RunningVigil, page: playwright.Page) -> None:
+def test_a_trace_page_lists_the_logs_carrying_its_trace_id(vigil_server: RunningVigil, page: Page) -> None:
     records, trace_id, spans = orders_logs_with_span()
-    send(vigil_server, spans)
-    exporter = OTLPLogExporter(endpoint=vigil_server.otlp_grpc, insecure=True)
-    assert exporter.export(records) == LogRecordExportResult.SUCCESS
-    exporter.shutdown()
-    vigil_server.flush()
+    send_spans(vigil_server, spans)
+    send_logs(vigil_server, records)
     page.goto(f"{vigil_server.api}/traces/{trace_id}")
     assert [row[1:] for row in table_rows(page, "#trace-logs")] == [
         ["orders", "INFO", "order A-42 accepted"],
@@ -105,23 +55,21 @@ def test_a_trace_page_lists_the_logs_carrying_its_trace_id(vigil_server: Running
     assert page.locator("#trace-logs tr.error").count() == 1
 
 
-def test_a_trace_without_logs_says_how_logs_get_linked(vigil_server: RunningVigil, page: playwright.Page) -> None:
+def test_a_trace_without_logs_says_how_logs_get_linked(vigil_server: RunningVigil, page: Page) -> None:
     spans = checkout_trace(now_ns() - 2_000_000_000)
-    send(vigil_server, spans)
+    send_spans(vigil_server, spans)
     page.goto(f"{vigil_server.api}/traces/{trace_id_of(spans)}")
     assert page.locator("#trace-logs").count() == 0
     assert "No logs carry this trace id." in page.locator("main").inner_text()
 
 
-def test_a_malformed_trace_id_renders_an_error_page_not_a_stack_trace(
-    vigil_server: RunningVigil, page: playwright.Page
-) -> None:
+def test_a_malformed_trace_id_renders_an_error_page_not_a_stack_trace(vigil_server: RunningVigil, page: Page) -> None:
     response = page.goto(vigil_server.api + "/traces/not-a-trace")
     assert response is not None and response.status == 400
     assert page.locator(".error-message").inner_text() == "'not-a-trace' is not a trace id (32 hex characters)."
 
 
-def test_names_from_telemetry_are_escaped(vigil_server: RunningVigil, page: playwright.Page) -> None:
+def test_names_from_telemetry_are_escaped(vigil_server: RunningVigil, page: Page) -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -133,7 +81,7 @@ def test_names_from_telemetry_are_escaped(vigil_server: RunningVigil, page: play
     provider.add_span_processor(SimpleSpanProcessor(memory))
     provider.get_tracer("t").start_span("x", kind=SpanKind.SERVER).end()
     provider.shutdown()
-    send(vigil_server, list(memory.get_finished_spans()))
+    send_spans(vigil_server, list(memory.get_finished_spans()))
     page.goto(vigil_server.api + "/")
     assert table_rows(page, "#services")[0][0] == "<b>evil</b>"
     assert page.locator("#services b").count() == 0

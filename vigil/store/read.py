@@ -149,6 +149,13 @@ class StoreReader:
         result = self.client.query(sql.replace("{db}", self.database), parameters=parameters)
         return list(result.named_results())
 
+    def query(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        """Rows of `sql` as dicts; ``{db}`` names Vigil's database, ``{name:Type}`` binds a parameter.
+
+        The read modules (``vigil.store.*_read``) take this as their `Query`.
+        """
+        return self._query(sql, **parameters)
+
     def ping(self) -> bool:
         try:
             self.client.query("SELECT 1")

@@ -1,0 +1,56 @@
+// Draws every chart on the page from the JSON spec the server embedded next to it, and keeps
+// the page's state in the URL: a drag-zoom on a time chart opens the same page over the
+// selected range, a click on a bar that carries a link follows it.
+(function () {
+  "use strict";
+  var config = { displaylogo: false, responsive: true, displayModeBar: false };
+
+  function withRange(startMs, endMs) {
+    var url = new URL(window.location.href);
+    url.searchParams.delete("since");
+    url.searchParams.delete("refresh");
+    url.searchParams.set("start", String(Math.floor(startMs / 1000)));
+    url.searchParams.set("end", String(Math.ceil(endMs / 1000)));
+    return url.toString();
+  }
+
+  function utcMs(text) {
+    // plotly reports axis ranges as "YYYY-MM-DD HH:MM:SS.sss" in the axis' (UTC) frame.
+    return Date.parse(String(text).replace(" ", "T") + "Z");
+  }
+
+  function draw(holder) {
+    var source = document.getElementById(holder.id + "-spec");
+    if (!source || typeof Plotly === "undefined") return;
+    var spec = JSON.parse(source.textContent);
+    Plotly.newPlot(holder, spec.data, spec.layout, config).then(function () {
+      holder.setAttribute("data-drawn", "true");
+    });
+    holder.on("plotly_click", function (event) {
+      var point = event.points && event.points[0];
+      if (point && typeof point.customdata === "string" && point.customdata.charAt(0) === "/") {
+        window.location.href = point.customdata;
+      }
+    });
+    if (spec.zoom) {
+      holder.on("plotly_relayout", function (change) {
+        var start = change["xaxis.range[0]"], end = change["xaxis.range[1]"];
+        if (start !== undefined && end !== undefined) {
+          window.location.href = withRange(utcMs(start), utcMs(end));
+        }
+      });
+    }
+  }
+
+  function scheduleRefresh() {
+    var seconds = Number(document.body.getAttribute("data-refresh-seconds") || "0");
+    if (seconds > 0) {
+      window.setTimeout(function () { window.location.reload(); }, seconds * 1000);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("div.chart").forEach(draw);
+    scheduleRefresh();
+  });
+})();
