@@ -61,7 +61,8 @@ def _layout(height: int, title: str, y_title: str) -> dict[str, Any]:
         "height": height,
         "margin": {"l": 55, "r": 15, "t": 34, "b": 30},
         "yaxis": {"title": {"text": html.escape(y_title)}, "rangemode": "tozero", "automargin": True},
-        "legend": {"orientation": "h", "y": -0.18},
+        # Top right, beside the title: below the plot it collides with the date under the time axis.
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         "hovermode": "x unified",
         "paper_bgcolor": "#fff",
         "plot_bgcolor": "#fff",

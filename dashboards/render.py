@@ -112,13 +112,15 @@ Reader = Annotated[StoreReader, Depends(_reader)]
 
 def link(path: str, time_range: TimeRange | None = None, /, **params: Any) -> str:
     """`path` with `params` (None and "" dropped) and the time range's own parameters."""
-    query: dict[str, str] = dict(time_range.params()) if time_range is not None else {}
+    query: dict[str, str | list[str]] = dict(time_range.params()) if time_range is not None else {}
     for key, value in params.items():
-        if value is None or value == "":
+        if value is None or value == "" or value == []:
             query.pop(key, None)
+        elif isinstance(value, list | tuple):
+            query[key] = [str(v) for v in value]  # a repeated parameter, e.g. several attr filters
         else:
             query[key] = str(value)
-    return f"{path}?{urlencode(query)}" if query else path
+    return f"{path}?{urlencode(query, doseq=True)}" if query else path
 
 
 def _fmt_ns(ns: int) -> str:
@@ -173,7 +175,11 @@ def render(
     path = request.url.path
     current = max((p for _, p in NAV if path == p or (p != "/" and path.startswith(p + "/"))), key=len, default="")
     # Other query parameters the picker must keep (a service filter survives a range change).
-    kept = {k: v for k, v in request.query_params.items() if k not in ("since", "start", "end", "refresh")}
+    kept: dict[str, str | list[str]] = {}
+    for key in request.query_params:
+        if key not in ("since", "start", "end", "refresh"):
+            values = request.query_params.getlist(key)
+            kept[key] = values[0] if len(values) == 1 else values
     html = env.get_template(template).render(
         title=title,
         request_path=path,

@@ -20,6 +20,7 @@ from vigil.detectors.slo import SloBurn, SloCounter
 from vigil.settings import Settings
 from vigil.store.clickhouse_replicas import REPLICA_DELAY_METRIC, ReplicaDelaySampler
 from vigil.store.findings import FindingStore
+from vigil.store.service_edges import ServiceEdgeRollup
 
 __all__ = ["DetectorEngine", "build_families"]
 
@@ -66,10 +67,13 @@ class DetectorEngine:
         clock: Callable[[], float] | None = None,
         canary: CanaryFinalizer | None = None,
         replicas: ReplicaDelaySampler | None = None,
+        edges: ServiceEdgeRollup | None = None,
     ) -> None:
         self.runners = [DetectorRunner(family, store, grace=grace, clock=clock or time.time) for family in families]
         self.canary = canary
         self.replicas = replicas
+        self.edges = edges
+        self._clock = clock or time.time
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +94,7 @@ class DetectorEngine:
                 if settings.clickhouse_cluster
                 else None
             ),
+            edges=ServiceEdgeRollup(client, database),
         )
 
     def run_once(self, until: float | None = None) -> int:
@@ -112,6 +117,12 @@ class DetectorEngine:
                 self.canary.run()
             except Exception:
                 logger.exception("judging closed canary analyses failed; retrying next round")
+        if self.edges is not None:
+            try:
+                self.edges.run(self._clock())
+            except Exception:
+                # Its watermark did not move: the next round fills the same minutes.
+                logger.exception("rolling up calls between services failed; retrying next round")
         return total
 
     def run_forever(self) -> None:

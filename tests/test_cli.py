@@ -13,8 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clickhouse_connect.driver.client import Client
 
+from tests.conftest import RunningVigil
 from tests.spans import now_ns, raw_request
+from vigil.cli import _release_demo_version
+from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
 
 VIGIL = [sys.executable, "-m", "vigil.cli"]
 
@@ -266,3 +270,21 @@ def test_statsd_lines_reach_the_store_through_a_collector_process_and_the_last_f
     [series] = response.json()["series"]
     assert series["labels"] == {"service": "worker"}
     assert sum(value for _, value in series["points"]) == 5.0
+
+
+def test_the_demo_release_rolls_out_checkout_and_reports_it_as_a_deploy(
+    quiet_vigil: RunningVigil, chdb_client: Client, database: str
+) -> None:
+    traffic = DemoTraffic(otlp_grpc_exporter_factory(quiet_vigil.otlp_grpc), seed=7, batch=False)
+    _release_demo_version(traffic, quiet_vigil.api)
+    traffic.run_requests(30)
+    traffic.shutdown()
+    quiet_vigil.flush()
+    deploys = httpx.get(f"{quiet_vigil.api}/api/v1/deploys", params={"service": "checkout"}).json()
+    assert [(d["service"], d["version"], d["environment"], d["detected"]) for d in deploys] == [
+        ("checkout", "1.5.0", "demo", False)
+    ]
+    versions = chdb_client.query(
+        f"SELECT DISTINCT ServiceVersion FROM {database}.spans WHERE ServiceName = 'checkout'"
+    ).result_rows
+    assert versions == [("1.5.0",)]

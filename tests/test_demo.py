@@ -500,3 +500,41 @@ def test_the_demo_imports_only_the_standard_library_and_opentelemetry() -> None:
     for module in modules:
         top = module.split(".")[0]
         assert top == "opentelemetry" or top == "__future__" or top in sys.stdlib_module_names, module
+
+
+def test_a_roll_out_serves_later_requests_from_the_new_version_more_slowly() -> None:
+    demo, exporter = make_demo(seed=SEED)
+    demo.run_requests(200)
+    demo.roll_out("checkout", "1.5.0", slowdown=2.0)
+    demo.run_requests(200)
+    demo.shutdown()
+    checkout_servers = [
+        s for s in exporter.get_finished_spans() if service(s) == "checkout" and s.kind == SpanKind.SERVER
+    ]
+    by_version: dict[str, list[int]] = {}
+    for span in checkout_servers:
+        assert span.end_time is not None and span.start_time is not None
+        by_version.setdefault(str(span.resource.attributes["service.version"]), []).append(
+            span.end_time - span.start_time
+        )
+    assert sorted(by_version) == ["1.4.2", "1.5.0"]
+    assert len(by_version["1.4.2"]) + len(by_version["1.5.0"]) == len(checkout_servers)
+    old_median = statistics.median(by_version["1.4.2"])
+    new_median = statistics.median(by_version["1.5.0"])
+    assert 1.6 < new_median / old_median < 2.4
+    # Instances of the new release are named after it: a deploy is visible per instance too.
+    new_instances = {
+        s.resource.attributes["service.instance.id"]
+        for s in checkout_servers
+        if s.resource.attributes["service.version"] == "1.5.0"
+    }
+    assert new_instances == {"checkout-1.5.0-0.eu-west-1.demo.internal"}
+
+
+def test_a_roll_out_of_an_unknown_service_or_a_bad_slowdown_is_refused() -> None:
+    demo, _ = make_demo(seed=SEED)
+    with pytest.raises(ValueError, match="'billing' is not a demo service; choose one of frontend, checkout"):
+        demo.roll_out("billing", "1.0.0")
+    with pytest.raises(ValueError, match="slowdown must be positive, got 0"):
+        demo.roll_out("checkout", "1.5.0", slowdown=0)
+    demo.shutdown()

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import RunningVigil, vigil_with_prefixes
-from vigil.demo_feeds import DEMO_PREFIXES, DemoFeeds, DemoTargets
+from vigil.demo_feeds import DEMO_PREFIXES, DEMO_SLOS, DemoFeeds, DemoTargets
+from vigil.store.slos import load_slo_file
 
 
 @pytest.fixture
@@ -49,3 +50,12 @@ def test_every_feed_lands_in_its_api(demo_vigil: RunningVigil) -> None:
     }
     outage = templates["ledger write failed: connection to ledger-db-<NUM> refused after <NUM> retries"]
     assert (outage["severity_max"], outage["errors"] == outage["count"] > 0) == ("ERROR", True)
+
+
+def test_the_demo_slos_cover_demo_services_and_load_as_an_slo_file(tmp_path: Path) -> None:
+    slo_file = tmp_path / "slos.yaml"
+    slo_file.write_text(DEMO_SLOS)
+    slos = {slo.name: slo for slo in load_slo_file(str(slo_file))}
+    assert sorted(slos) == ["checkout-latency", "frontend-availability", "payments-availability"]
+    assert (slos["payments-availability"].service, slos["payments-availability"].objective) == ("payments", 99.5)
+    assert (slos["checkout-latency"].operation, slos["checkout-latency"].threshold_ms) == ("POST /checkout", 500)

@@ -5,14 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import typer
 
 from vigil.ci import canary_app, deploy_app, silence_app
 from vigil.errors import ConfigError
-from vigil.settings import Settings, load_settings
+from vigil.settings import Settings, load_settings, parse_duration
+
+if TYPE_CHECKING:
+    from vigil.demo import DemoTraffic
 
 __all__ = ["app", "main"]
 
@@ -40,7 +46,32 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _run(settings: Settings, demo_rate: float | None = None) -> None:
+@dataclass(frozen=True, slots=True)
+class _DemoPlan:
+    rate: float
+    rollout_after_s: float | None  # None: no release during the demo
+
+
+# The demo's release: checkout 1.5.0, half again as slow, reported as a pipeline would.
+_DEMO_RELEASE = ("checkout", "1.5.0", 1.5)
+
+
+def _release_demo_version(traffic: DemoTraffic, http_url: str) -> None:
+    service, version, slowdown = _DEMO_RELEASE
+    traffic.roll_out(service, version, slowdown=slowdown)
+    body = {"service": service, "version": version, "environment": "demo", "kind": "rolling", "description": "demo"}
+    try:
+        response = httpx.post(f"{http_url}/api/v1/deploys", json=body, timeout=10.0)
+    except httpx.HTTPError as exc:  # the release happened; only its report is lost, as a pipeline's could be
+        logging.getLogger("vigil.demo").warning("demo release not reported: %s", exc)
+        return
+    logging.getLogger("vigil.demo").info(
+        "demo release: %s %s rolled out (%.1fx slower) and reported (HTTP %d)",
+        service, version, slowdown, response.status_code,
+    )  # fmt: skip
+
+
+def _run(settings: Settings, demo: _DemoPlan | None = None) -> None:
     from vigil.server import Vigil, stop_on_signals
 
     vigil = Vigil(settings)
@@ -49,25 +80,33 @@ def _run(settings: Settings, demo_rate: float | None = None) -> None:
         stop = stop_on_signals()
         try:
             ports = await vigil.start()
-            if demo_rate is None:
+            if demo is None:
                 await vigil.serve_until(stop)
                 return
             from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
             from vigil.demo_feeds import DemoFeeds, DemoTargets
 
             endpoint = f"http://{settings.bind}:{ports.otlp_grpc}"
-            traffic = DemoTraffic(otlp_grpc_exporter_factory(endpoint), requests_per_second=demo_rate)
+            traffic = DemoTraffic(otlp_grpc_exporter_factory(endpoint), requests_per_second=demo.rate)
             traffic.start()
+            release = None
+            if demo.rollout_after_s is not None:
+                http_url = f"http://{settings.bind}:{ports.http}"
+                release = threading.Timer(demo.rollout_after_s, _release_demo_version, (traffic, http_url))
+                release.daemon = True
+                release.start()
             feeds = DemoFeeds(DemoTargets(settings.bind, ports.otlp_grpc, ports.statsd, ports.netflow))
             feeds.start()
             logging.getLogger("vigil.demo").info(
                 "sample traffic: %.0f requests/s into %s, plus OTLP metrics, StatsD lines and NetFlow v5 flows",
-                demo_rate,
+                demo.rate,
                 endpoint,
             )
             try:
                 await vigil.serve_until(stop)
             finally:
+                if release is not None:
+                    release.cancel()
                 # Before Vigil stops, so the generators' last data still have somewhere to go.
                 await asyncio.to_thread(traffic.shutdown)
                 await asyncio.to_thread(feeds.shutdown)
@@ -95,23 +134,37 @@ def serve() -> None:
 @app.command()
 def demo(
     rate: Annotated[float, typer.Option(help="Sample requests per second sent to the front service.", min=0.1)] = 20.0,
+    release_after: Annotated[
+        str, typer.Option(help="When checkout 1.5.0, a slower release, rolls out (e.g. 30m); 'never' for no release.")
+    ] = "30m",
 ) -> None:
-    """`vigil serve` plus sample traffic: traces, metrics and network flows.
+    """`vigil serve` plus sample traffic: traces, logs, metrics and network flows, with SLOs and a release.
 
-    A few services calling each other, with realistic latencies and errors, their metrics (OTLP and StatsD), and
-    NetFlow flows between two customers and the internet.
+    A few services calling each other, with realistic latencies and errors, their logs and metrics (OTLP and
+    StatsD), NetFlow flows between two customers and the internet, three SLOs, and after --release-after a slower
+    checkout release, reported as a deploy.
     """
-    settings = _settings()
-    if not settings.prefix_file:
-        from vigil.demo_feeds import DEMO_PREFIXES
+    from vigil.demo_feeds import DEMO_PREFIXES, DEMO_SLOS
 
+    settings = _settings()
+    demo_files = Path(settings.wal_path).parent
+    demo_files.mkdir(parents=True, exist_ok=True)
+    if not settings.prefix_file:
         # The customers the demo's flows come from; a VIGIL_PREFIX_FILE of one's own takes precedence.
-        prefix_file = Path(settings.wal_path).with_name("vigil-demo-prefixes.csv")
-        prefix_file.parent.mkdir(parents=True, exist_ok=True)
+        prefix_file = demo_files / "vigil-demo-prefixes.csv"
         prefix_file.write_text(DEMO_PREFIXES)
         settings = settings.model_copy(update={"prefix_file": str(prefix_file)})
+    if not settings.slo_file:
+        slo_file = demo_files / "vigil-demo-slos.yaml"
+        slo_file.write_text(DEMO_SLOS)
+        settings = settings.model_copy(update={"slo_file": str(slo_file)})
+    try:
+        rollout_after_s = None if release_after == "never" else parse_duration(release_after)
+    except ValueError as exc:
+        typer.echo(f"vigil: --release-after: {exc}", err=True)
+        raise typer.Exit(2) from None
     _configure_logging(settings.log_level)
-    _run(settings, demo_rate=rate)
+    _run(settings, _DemoPlan(rate, rollout_after_s))
 
 
 @app.command()

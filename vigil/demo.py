@@ -171,6 +171,7 @@ class DemoTraffic:
         self._providers: list[TracerProvider] = []
         self._exporters: list[SpanExporter] = []
         self._tracers: dict[str, list[Tracer]] = {}
+        self._slowdown: dict[str, float] = {}
         try:
             for name, version, regions in _SERVICES:
                 for index, region in enumerate(regions):
@@ -202,6 +203,29 @@ class DemoTraffic:
         provider.add_span_processor(processor)
         self._providers.append(provider)
         return provider.get_tracer("vigil.demo", version)
+
+    def roll_out(self, service: str, version: str, *, slowdown: float = 1.0) -> None:
+        """Replace `service`'s instances with `version`, whose requests take `slowdown` times as long.
+
+        Later spans carry the new ``service.version``, so Vigil sees a deploy; a slowdown above 1
+        makes it a bad one for the detectors and the service page to show.
+        """
+        regions = next((r for name, _, r in _SERVICES if name == service), None)
+        if regions is None:
+            raise ValueError(
+                f"{service!r} is not a demo service; choose one of {', '.join(n for n, _, _ in _SERVICES)}"
+            )
+        if not slowdown > 0:
+            raise ValueError(f"slowdown must be positive, got {slowdown}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("DemoTraffic has been shut down")
+            # The old providers stay registered: shutdown() flushes what they still hold.
+            self._tracers[service] = [
+                self._add_provider(service, version, f"{service}-{version}-{index}", region)
+                for index, region in enumerate(regions)
+            ]
+            self._slowdown[service] = slowdown
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -305,6 +329,8 @@ class DemoTraffic:
         server_start = t + self._ns(0.3, 0.3)
         server = _start(callee_tracer, op, client, SpanKind.SERVER, server_start, common | server_only, links)
         server_end, failure = handler(callee_tracer, server, server_start)
+        # A slower release spends the extra time in its own work, after its calls returned.
+        server_end = server_start + int((server_end - server_start) * self._slowdown.get(callee, 1.0))
         client_end = server_end + self._ns(0.3, 0.3)
         for span, end in ((server, server_end), (client, client_end)):
             if grpc:

@@ -31,11 +31,30 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-__all__ = ["DEMO_PREFIXES", "DemoFeeds", "DemoTargets"]
+__all__ = ["DEMO_PREFIXES", "DEMO_SLOS", "DemoFeeds", "DemoTargets"]
 
 DEMO_PREFIXES = """cidr,customer,site
 10.1.0.0/16,acme,paris
 10.2.0.0/16,globex,berlin
+"""
+# SLOs over the demo's services, so the SLO page has budgets to show. Payments fails about 2% of
+# charges against a 99.5% objective: its budget burns visibly within the first hour.
+DEMO_SLOS = """slos:
+  frontend-availability:
+    service: frontend
+    objective: 99
+    window: 30d
+  payments-availability:
+    service: payments
+    objective: 99.5
+    window: 7d
+  checkout-latency:
+    service: checkout
+    operation: POST /checkout
+    kind: latency
+    threshold_ms: 500
+    objective: 99
+    window: 30d
 """
 _TICK_S = 1.0
 _INCIDENT_AFTER_S = 70 * 60.0

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from vigil.api.deps import TimeWindow, get_reader, last_week, unix_seconds
+from vigil.api.routers._responses import UNREADABLE_BODY, not_found
 from vigil.detectors.canary import judge_analysis, new_analysis
 from vigil.settings import Settings, parse_duration
 from vigil.store.canary_store import CanaryAnalysis, CanaryStore
@@ -115,7 +116,7 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _judged(reader: StoreReader, settings: Settings, analysis: CanaryAnalysis) -> CanaryAnalysis:
+def judged_analysis(reader: StoreReader, settings: Settings, analysis: CanaryAnalysis) -> CanaryAnalysis:
     if analysis.status == "done":
         return analysis
     judged = judge_analysis(
@@ -131,7 +132,7 @@ def _judged(reader: StoreReader, settings: Settings, analysis: CanaryAnalysis) -
     return judged
 
 
-@router.post("", status_code=201, response_model=AnalysisCreated)
+@router.post("", status_code=201, response_model=AnalysisCreated, responses=UNREADABLE_BODY)
 def create_analysis(
     reader: Annotated[StoreReader, Depends(get_reader)],
     settings: Annotated[Settings, Depends(_settings)],
@@ -174,7 +175,7 @@ def create_analysis(
     return AnalysisCreated(id=analysis.id)
 
 
-@router.get("/{analysis_id}", response_model=Analysis)
+@router.get("/{analysis_id}", response_model=Analysis, responses=not_found("canary analysis with that id"))
 def get_analysis(
     reader: Annotated[StoreReader, Depends(get_reader)],
     settings: Annotated[Settings, Depends(_settings)],
@@ -187,7 +188,7 @@ def get_analysis(
     analysis = _store(reader).get(analysis_id)
     if analysis is None:
         raise HTTPException(status_code=404, detail=f"no canary analysis with id {analysis_id!r}")
-    return Analysis.of(_judged(reader, settings, analysis))
+    return Analysis.of(judged_analysis(reader, settings, analysis))
 
 
 @router.get("", response_model=list[Analysis])

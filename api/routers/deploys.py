@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from vigil.api.deps import TimeWindow, get_reader, last_week, unix_seconds
+from vigil.api.routers._responses import UNREADABLE_BODY, not_found
 from vigil.store.deploys import Deploy, DeployStore, deploy_id
 from vigil.store.read import StoreReader
 
@@ -54,7 +55,7 @@ def _store(reader: StoreReader) -> DeployStore:
     return DeployStore(reader.client, reader.database)
 
 
-@router.post("", status_code=201, response_model=DeployCreated)
+@router.post("", status_code=201, response_model=DeployCreated, responses=UNREADABLE_BODY)
 def report_deploy(reader: Annotated[StoreReader, Depends(get_reader)], report: DeployReport) -> DeployCreated:
     """Record a deploy. `started_at` defaults to now; the same report sent again (same service,
     version, environment and `started_at`) is the same deploy, so a retried pipeline step does
@@ -93,7 +94,7 @@ def list_deploys(
     )
 
 
-@router.get("/{deploy_id}", response_model=Deploy)
+@router.get("/{deploy_id}", response_model=Deploy, responses=not_found("deploy with that id"))
 def get_deploy(reader: Annotated[StoreReader, Depends(get_reader)], deploy_id: str) -> Deploy:
     """One deploy by id, reported or detected."""
     deploy = _store(reader).get(deploy_id)

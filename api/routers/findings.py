@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from vigil.api.deps import TimeWindow, get_reader, time_window
+from vigil.api.routers._responses import not_found
 from vigil.store.findings import Finding, FindingQuery
 from vigil.store.read import StoreReader
 
@@ -33,7 +34,7 @@ def list_findings(
     return reader.findings(FindingQuery(since=window.start_s, service=service, kind=kind, status=status, limit=limit))
 
 
-@router.get("/{finding_id}", response_model=Finding)
+@router.get("/{finding_id}", response_model=Finding, responses=not_found("finding with that id"))
 def get_finding(reader: Annotated[StoreReader, Depends(get_reader)], finding_id: str) -> Finding:
     """One finding by id."""
     finding = reader.finding(finding_id)

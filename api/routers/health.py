@@ -19,7 +19,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, responses={503: {"description": "ClickHouse does not answer"}})
 def readyz(reader: Annotated[StoreReader, Depends(get_reader)]) -> JSONResponse:
     """The process can serve: ClickHouse answers."""
     if reader.ping():

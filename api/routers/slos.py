@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Response
 
 from vigil.api.deps import get_reader, invalid_parameter
+from vigil.api.routers._responses import UNREADABLE_BODY, not_found
 from vigil.detectors.slo import slo_status
 from vigil.detectors.slo_burn import BURN_WINDOWS, budget_burndown
 from vigil.store.read import StoreReader
@@ -21,12 +22,12 @@ def _store(reader: StoreReader) -> SloStore:
     return SloStore(reader.client, reader.database)
 
 
-def _counted_until() -> float:
+def counted_until() -> float:
     # Minutes are counted once closed; the newest closed minute is the status's "now".
     return math.floor(time.time() / 60) * 60
 
 
-def _view(store: SloStore, slo: SloDefinition, now: float, *, burndown: bool = False) -> dict[str, Any]:
+def slo_view(store: SloStore, slo: SloDefinition, now: float, *, burndown: bool = False) -> dict[str, Any]:
     status = slo_status(store, slo, now)
     view: dict[str, Any] = {
         **slo.to_dict(),
@@ -51,21 +52,21 @@ def list_slos(reader: Annotated[StoreReader, Depends(get_reader)]) -> list[dict[
     Workbook's multiwindow policy unless the SLO has its own). Requests are counted per closed
     minute by the detectors."""
     store = _store(reader)
-    now = _counted_until()
-    return [_view(store, slo, now) for slo in store.all()]
+    now = counted_until()
+    return [slo_view(store, slo, now) for slo in store.all()]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=not_found("SLO of that name"))
 def get_slo(reader: Annotated[StoreReader, Depends(get_reader)], name: str) -> dict[str, Any]:
     """One SLO, with its error budget burn-down (remaining budget per hour over the window)."""
     store = _store(reader)
     slo = store.get(name)
     if slo is None:
         raise HTTPException(status_code=404, detail=f"no SLO named {name!r}")
-    return _view(store, slo, _counted_until(), burndown=True)
+    return slo_view(store, slo, counted_until(), burndown=True)
 
 
-@router.put("/{name}")
+@router.put("/{name}", responses=UNREADABLE_BODY)
 def put_slo(
     reader: Annotated[StoreReader, Depends(get_reader)],
     name: str,
@@ -83,7 +84,7 @@ def put_slo(
     return slo.to_dict()
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=not_found("SLO of that name"))
 def delete_slo(reader: Annotated[StoreReader, Depends(get_reader)], name: str) -> Response:
     store = _store(reader)
     if store.get(name) is None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from vigil.api.deps import TimeWindow, get_reader, invalid_parameter, time_window
 from vigil.store.read import SpanRecord, StoreReader, TraceSummary
+from vigil.store.trace_search import MAX_DURATION_MS, BadTraceSearch, parse_attribute
 
 router = APIRouter(prefix="/api/v1", tags=["traces"])
 
@@ -28,19 +29,37 @@ def search_traces(
     window: Annotated[TimeWindow, Depends(time_window)],
     service: str | None = None,
     operation: str | None = None,
-    min_duration_ms: Annotated[float | None, Query(ge=0)] = None,
+    min_duration_ms: Annotated[
+        float | None, Query(ge=0, le=MAX_DURATION_MS, description="span at least this long")
+    ] = None,
+    max_duration_ms: Annotated[
+        float | None, Query(gt=0, le=MAX_DURATION_MS, description="span shorter than this")
+    ] = None,
     status: Literal["error", "ok", "unset"] | None = None,
+    attr: Annotated[
+        list[str], Query(description="span or resource attribute as key=value; repeat to require several")
+    ] = [],  # noqa: B006 (FastAPI copies defaults)
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[TraceSummary]:
-    """Newest traces with a span matching every filter: service, operation (span name),
-    minimum span duration, span status, within `since` (default 15m)."""
+    """Newest traces with a span matching every filter: service, operation (span name), span
+    duration in [min, max), span status and attributes, within `since` (default 15m)."""
+    if min_duration_ms is not None and max_duration_ms is not None and min_duration_ms >= max_duration_ms:
+        raise invalid_parameter(
+            "max_duration_ms", max_duration_ms, f"a duration above min_duration_ms ({min_duration_ms})"
+        )
+    try:
+        attributes = tuple(parse_attribute(a) for a in attr)
+    except BadTraceSearch as exc:
+        raise invalid_parameter("attr", exc.value, exc.expected) from None
     return reader.traces(
         start_s=window.start_s,
         end_s=window.end_s,
         service=service,
         operation=operation,
         min_duration_ms=min_duration_ms,
+        max_duration_ms=max_duration_ms,
         status=status,
+        attributes=attributes,
         limit=limit,
     )
 

@@ -54,6 +54,28 @@ def test_silences_are_created_listed_and_expired(vigil_server: RunningVigil) -> 
     assert "unknown label 'colour'" in bad.json()["detail"][0]["msg"]
 
 
+def test_a_silence_starting_outside_1970_to_2100_is_refused_naming_starts_at(vigil_server: RunningVigil) -> None:
+    api = f"{vigil_server.api}/api/v1/silences"
+    body = {"matchers": {"service": "checkout"}, "author": "ann"}
+    # -5e145 once made a 500: no datetime holds that year.
+    before = httpx.post(api, json=body | {"starts_at": -5.147903722017704e145})
+    after = httpx.post(api, json=body | {"starts_at": 4_102_444_801})
+    assert (before.status_code, after.status_code) == (422, 422)
+    assert [(e["loc"], e["msg"]) for e in before.json()["detail"] + after.json()["detail"]] == [
+        (["body", "starts_at"], "Input should be greater than or equal to 0"),
+        (["body", "starts_at"], "Input should be less than or equal to 4102444800"),
+    ]
+    assert httpx.get(api).json() == []
+    latest = httpx.post(api, json=body | {"starts_at": 4_102_444_800, "duration": "90d"})
+    assert latest.status_code == 201
+    [stored] = httpx.get(api).json()
+    assert (stored["starts_at"], stored["ends_at"], stored["active"]) == (
+        4_102_444_800,
+        4_102_444_800 + 90 * 86400,
+        False,
+    )
+
+
 def test_alerts_are_listed_by_state(vigil_server: RunningVigil) -> None:
     assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "firing"}).json() == []
     assert httpx.get(f"{vigil_server.api}/api/v1/alerts", params={"state": "loud"}).status_code == 422

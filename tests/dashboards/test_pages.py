@@ -26,12 +26,14 @@ def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(vigil_se
 
     page.goto(vigil_server.api + "/?since=1h")
     assert table_rows(page, "#services") == [
-        ["payments", "1", "0.00", "100.00%", "18.0", "18.0", "18.0"],
-        ["shop", "1", "0.00", "0.00%", "30.0", "30.0", "30.0"],
+        ["payments", "1", "0.00", "100.00%", "18.0", "18.0", "18.0", "", "", "0", "none"],
+        ["shop", "1", "0.00", "0.00%", "30.0", "30.0", "30.0", "", "", "0", "none"],
     ]
     assert page.locator("a.range.active").inner_text() == "1h"
 
-    page.click("text=shop")
+    page.click("#services >> text=shop")
+    assert page.url == f"{vigil_server.api}/services/shop?since=1h"
+    page.click("#service-links >> text=Traces")
     assert page.url == f"{vigil_server.api}/traces?since=1h&service=shop"
     (row,) = table_rows(page, "#traces")
     assert row[1:] == ["shop: GET /checkout", "30.00", "3", "1", "payments, shop"]
@@ -49,8 +51,8 @@ def test_a_trace_page_lists_the_logs_carrying_its_trace_id(vigil_server: Running
     send_logs(vigil_server, records)
     page.goto(f"{vigil_server.api}/traces/{trace_id}")
     assert [row[1:] for row in table_rows(page, "#trace-logs")] == [
-        ["orders", "INFO", "order A-42 accepted"],
-        ["orders", "ERROR", "payment for order A-42 failed: card declined"],
+        ["orders", "INFO", "order A-42 accepted", "POST /orders"],
+        ["orders", "ERROR", "payment for order A-42 failed: card declined", "POST /orders"],
     ]
     assert page.locator("#trace-logs tr.error").count() == 1
 

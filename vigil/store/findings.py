@@ -91,6 +91,7 @@ class Finding:
 @dataclass(frozen=True, slots=True)
 class FindingQuery:
     since: float  # unix seconds: findings open at or after this time (started, or still open)
+    until: float | None = None  # unix seconds: only findings that started by then
     service: str | None = None
     kind: str | None = None
     status: FindingStatus | None = None
@@ -198,6 +199,9 @@ class FindingStore:
             "(StartedAt >= toDateTime({since:Float64}) OR EndedAt IS NULL OR EndedAt >= toDateTime({since:Float64}))"
         ]
         params: dict[str, Any] = {"since": q.since, "limit": q.limit}
+        if q.until is not None:
+            where.append("StartedAt <= toDateTime({until:Float64})")
+            params["until"] = q.until
         if q.service is not None:
             where.append("ServiceName = {service:String}")
             params["service"] = q.service

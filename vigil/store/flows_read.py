@@ -18,12 +18,18 @@ __all__ = [
     "UNKNOWN",
     "CustomerHealth",
     "ExporterHealth",
+    "FlowChoices",
+    "LabelledSeries",
     "NetworkHealth",
     "ThroughputSeries",
     "TopTalker",
     "TopTalkersBy",
+    "customer_throughput",
+    "flow_choices",
+    "interface_throughput",
     "network_health",
     "throughput",
+    "top_customers",
     "top_talkers",
 ]
 
@@ -204,12 +210,13 @@ def _top_ports(query: Query, column: str, start_s: float, end_s: float) -> dict[
     return ports
 
 
-def network_health(query: Query, *, start_s: float, end_s: float) -> NetworkHealth:
+def network_health(query: Query, *, start_s: float, end_s: float, exporter_ports: bool = True) -> NetworkHealth:
     """Per customer and per exporter: throughput, flows/s, failed-handshake and reset shares,
     top destination ports, and for exporters what the receiver knows (last seen, templates).
 
     A customer's flows/s and top ports are of the flows it sent; its TCP shares are over TCP
-    flows with it at either end. An exporter's figures count each flow once."""
+    flows with it at either end. An exporter's figures count each flow once. Without
+    `exporter_ports`, exporters' top ports are left empty (one read of single flows fewer)."""
     window_s = max(end_s - start_s, 1.0)
     params = _window(start_s, end_s)
     customers = query(
@@ -234,7 +241,7 @@ def network_health(query: Query, *, start_s: float, end_s: float) -> NetworkHeal
         **params,
     )
     by_exporter = {address_text(row["Exporter"]): row for row in traffic}
-    exporter_ports = _top_ports(query, "Exporter", start_s, end_s)
+    ports_by_exporter = _top_ports(query, "Exporter", start_s, end_s) if exporter_ports else {}
     status = query(
         """
         SELECT Exporter, groupArray(FlowVersion) AS versions,
@@ -267,7 +274,7 @@ def network_health(query: Query, *, start_s: float, end_s: float) -> NetworkHeal
                 flows_per_s=round(float(seen.get("flows", 0)) / window_s, 3),
                 syn_no_ack_share=round(float(seen.get("syn_no_ack", 0.0)), 4),
                 rst_share=round(float(seen.get("rst", 0.0)), 4),
-                top_dst_ports=exporter_ports.get(name, []),
+                top_dst_ports=ports_by_exporter.get(name, []),
                 versions=sorted(set(row["versions"])),
                 last_seen_unix_nano=int(row["last_seen"]),
                 packets=int(row["packets"]),
@@ -291,4 +298,157 @@ def network_health(query: Query, *, start_s: float, end_s: float) -> NetworkHeal
             for row in customers
         ],
         exporters=exporters,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSeries:
+    """Bits/s per step of one customer or interface (``exporter:index``) in one direction."""
+
+    label: str
+    direction: str
+    # [Unix seconds at the start of the step, bits/s]; steps without traffic are left out
+    bits_per_s: list[tuple[int, float]]
+    bytes: int  # over the whole window
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChoices:
+    """What a window's flows can be narrowed to: customers, and interfaces as ``exporter:index``."""
+
+    customers: list[str]
+    interfaces: list[str]
+
+
+def _rollup_filters(customer: str | None, exporter: str | None, interface: int | None) -> tuple[str, dict[str, Any]]:
+    conditions = [_MINUTES_IN_WINDOW]
+    params: dict[str, Any] = {}
+    if customer is not None:
+        conditions.append("Customer = {customer:String}")
+        params["customer"] = "" if customer == UNKNOWN else customer
+    if exporter is not None:
+        conditions.append("Exporter = toIPv6({exporter:String})")
+        params["exporter"] = exporter
+    if interface is not None:
+        conditions.append("Interface = {interface:UInt32}")
+        params["interface"] = interface
+    return " AND ".join(conditions), params
+
+
+def _labelled(rows: list[dict[str, Any]], label: Callable[[dict[str, Any]], str], step_s: int) -> list[LabelledSeries]:
+    """Series from (label columns, direction, t, bytes) rows, heaviest label first, "in" before "out"."""
+    points: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    sent: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        key = (label(row), str(row["direction"]))
+        points[key].append((int(row["t"]), int(row["bytes"]) * 8 / step_s))
+        sent[key] += int(row["bytes"])
+    per_label: dict[str, int] = defaultdict(int)
+    for (name, _), total in sent.items():
+        per_label[name] += total
+    order = sorted(points, key=lambda key: (-per_label[key[0]], key[0], key[1]))
+    return [LabelledSeries(name, direction, sorted(points[(name, direction)]), sent[(name, direction)])
+            for name, direction in order]  # fmt: skip
+
+
+def customer_throughput(
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    step_s: int,
+    limit: int = 5,
+    customer: str | None = None,
+    exporter: str | None = None,
+    interface: int | None = None,
+) -> list[LabelledSeries]:
+    """Bits/s per step of the `limit` customers with the most traffic: "in" is what a customer sent
+    into the network, "out" what was delivered to it. An exporter and interface keep the traffic
+    that entered or left by that interface."""
+    where, params = _rollup_filters(customer, exporter, interface)
+    rows = query(
+        f"""
+        SELECT toString(Customer) AS customer, toString(Direction) AS direction,
+               intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS t, sum(Bytes) AS bytes
+        FROM {{db}}.flows_1m
+        WHERE {where} AND Customer IN (
+            SELECT Customer FROM {{db}}.flows_1m WHERE {where}
+            GROUP BY Customer ORDER BY sum(Bytes) DESC, Customer LIMIT {{limit:UInt32}})
+        GROUP BY customer, direction, t""",
+        step=step_s,
+        limit=limit,
+        **params,
+        **_window(start_s, end_s),
+    )
+    return _labelled(rows, lambda row: str(row["customer"]) or UNKNOWN, step_s)
+
+
+def interface_throughput(
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    step_s: int,
+    limit: int = 5,
+    customer: str | None = None,
+    exporter: str | None = None,
+    interface: int | None = None,
+) -> list[LabelledSeries]:
+    """Bits/s per step of the `limit` busiest interfaces (``exporter:index``): "in" entered the
+    network by the interface, "out" left by it. A customer keeps the traffic it sent or received."""
+    where, params = _rollup_filters(customer, exporter, interface)
+    rows = query(
+        f"""
+        SELECT Exporter AS exporter, Interface AS interface, toString(Direction) AS direction,
+               intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS t, sum(Bytes) AS bytes
+        FROM {{db}}.flows_1m
+        WHERE {where} AND (Exporter, Interface) IN (
+            SELECT Exporter, Interface FROM {{db}}.flows_1m WHERE {where}
+            GROUP BY Exporter, Interface ORDER BY sum(Bytes) DESC, Exporter, Interface LIMIT {{limit:UInt32}})
+        GROUP BY exporter, interface, direction, t""",
+        step=step_s,
+        limit=limit,
+        **params,
+        **_window(start_s, end_s),
+    )
+    return _labelled(rows, lambda row: f"{address_text(row['exporter'])}:{int(row['interface'])}", step_s)
+
+
+def top_customers(query: Query, *, start_s: float, end_s: float, limit: int) -> list[TopTalker]:
+    """The source customers that sent the most bytes, from the per-minute rollup (whole minutes):
+    the same figures as ``top_talkers(by="customer")`` without reading single flows."""
+    rows = query(
+        f"""
+        SELECT toString(Customer) AS customer, sum(Bytes) AS bytes, sum(Packets) AS packets, sum(Flows) AS flows
+        FROM {{db}}.flows_1m
+        WHERE {_MINUTES_IN_WINDOW} AND Direction = 'in'
+        GROUP BY customer
+        ORDER BY bytes DESC, flows DESC, customer
+        LIMIT {{limit:UInt32}}""",
+        limit=limit,
+        **_window(start_s, end_s),
+    )
+    return [
+        TopTalker(row["customer"] or UNKNOWN, int(row["bytes"]), int(row["packets"]), int(row["flows"])) for row in rows
+    ]
+
+
+def flow_choices(query: Query, *, start_s: float, end_s: float, limit: int = 500) -> FlowChoices:
+    """The customers and interfaces with flows in the window, by name."""
+    params = {"limit": limit, **_window(start_s, end_s)}
+    customers = query(
+        f"""
+        SELECT DISTINCT toString(Customer) AS customer FROM {{db}}.flows_1m
+        WHERE {_MINUTES_IN_WINDOW} ORDER BY customer LIMIT {{limit:UInt32}}""",
+        **params,
+    )
+    interfaces = query(
+        f"""
+        SELECT DISTINCT Exporter AS exporter, Interface AS interface FROM {{db}}.flows_1m
+        WHERE {_MINUTES_IN_WINDOW} ORDER BY exporter, interface LIMIT {{limit:UInt32}}""",
+        **params,
+    )
+    return FlowChoices(
+        customers=sorted({row["customer"] or UNKNOWN for row in customers}),
+        interfaces=[f"{address_text(row['exporter'])}:{int(row['interface'])}" for row in interfaces],
     )

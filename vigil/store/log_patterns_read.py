@@ -8,18 +8,36 @@ inside the window is `new`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
 
-__all__ = ["LogPattern", "PatternBucket", "log_patterns", "pattern_buckets", "pattern_trace_ids", "severity_text"]
+__all__ = [
+    "SEVERITY_CLASSES",
+    "SEVERITY_NUMBERS",
+    "LogPattern",
+    "LogVolume",
+    "PatternBucket",
+    "VolumeBucket",
+    "log_patterns",
+    "log_services",
+    "log_volume",
+    "newest_window_start",
+    "pattern_buckets",
+    "pattern_counts",
+    "pattern_trace_ids",
+    "rollup_answers",
+    "severity_text",
+]
 
 Query = Callable[..., list[dict[str, Any]]]
 
 # OTLP SeverityNumber ranges (logs.proto): 1-4 TRACE ... 21-24 FATAL.
 _SEVERITY_RANGES = ((21, "FATAL"), (17, "ERROR"), (13, "WARN"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))
+# The first number of each severity range by name, least severe first (a "minimum severity").
+SEVERITY_NUMBERS = {name: first for first, name in reversed(_SEVERITY_RANGES)}
 
 
 def severity_text(number: int) -> str:
@@ -47,10 +65,18 @@ class LogPattern:
 
 
 def log_patterns(
-    query: Query, *, start_s: float, end_s: float, service: str | None = None, limit: int = 100
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    service: str | None = None,
+    limit: int = 100,
+    min_severity: int | None = None,
 ) -> list[LogPattern]:
-    """The most frequent patterns in [start, end], most frequent first."""
+    """The most frequent patterns in [start, end], most frequent first; with `min_severity`, only
+    patterns logged at that severity number or above in the window."""
     service_filter = "AND ServiceName = {service:String}" if service else ""
+    severity_filter = "HAVING severity_max >= {min_severity:UInt8}" if min_severity is not None else ""
     rows = query(
         f"""
         SELECT ServiceName AS service, TemplateId AS template_id,
@@ -63,12 +89,14 @@ def log_patterns(
         WHERE Minute >= toStartOfMinute(toDateTime({{start:Float64}}))
           AND Minute <= toDateTime({{end:Float64}}) {service_filter}
         GROUP BY ServiceName, TemplateId
+        {severity_filter}
         ORDER BY count DESC, service, template_id
         LIMIT {{limit:UInt32}}""",
         start=start_s,
         end=end_s,
         service=service or "",
         limit=limit,
+        min_severity=min_severity or 0,
     )
     if not rows:
         return []
@@ -175,3 +203,241 @@ def pattern_trace_ids(
         parameters={"service": service, "template_id": template_id or 0, "start": start, "end": end, "limit": limit},
     )
     return [row[0] for row in result.result_rows]
+
+
+# Severity classes of the volume chart, least severe first: what the rollup can tell apart
+# (its Warnings are WARN, its Errors ERROR and FATAL; "other" is everything below WARN, unset included).
+SEVERITY_CLASSES = ("other", "warn", "error")
+_ROLLUP_MIN_SEVERITIES = (None, 13, 17)
+_IN_MINUTES = "Minute >= toStartOfMinute(toDateTime({start:Float64})) AND Minute <= toDateTime({end:Float64})"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeBucket:
+    start_s: int
+    severity_class: str  # one of SEVERITY_CLASSES
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogVolume:
+    """Log lines per bucket and severity class, and which table counted them."""
+
+    step_s: int
+    source: Literal["log_patterns_1m", "logs"]
+    buckets: list[VolumeBucket]
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def rollup_answers(*, min_severity: int | None, text: str | None = None, trace_id: str | None = None) -> bool:
+    """Whether log_patterns_1m counts exactly the lines a search with these filters finds (service and
+    template filters it always can): no text or trace id, and a minimum of WARN, ERROR or none.
+
+    >>> rollup_answers(min_severity=13), rollup_answers(min_severity=9), rollup_answers(min_severity=None, text="x")
+    (True, False, False)
+    """
+    return not text and not trace_id and min_severity in _ROLLUP_MIN_SEVERITIES
+
+
+def _rollup_filters(service: str | None, template_id: int | None) -> str:
+    conditions = [""]
+    if service:
+        conditions.append("ServiceName = {service:String}")
+    if template_id is not None:
+        conditions.append("TemplateId = {template_id:UInt64}")
+    return " AND ".join(conditions)
+
+
+def newest_window_start(
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    lines: int,
+    service: str | None = None,
+    template_id: int | None = None,
+    min_severity: int | None = None,
+) -> float:
+    """Where the newest `lines` log lines matching the filters begin, at the latest: the start of the
+    last whole minute from which the rollup counts `lines` matching lines up to the minute holding
+    `end_s` (uncounted, as part of it may lie after `end_s`), or `start_s` when it counts fewer.
+
+    A search for the newest lines then reads only [this, end] of the logs table instead of the whole
+    range: the logs are ordered by service first, so "newest first" cannot stop early by itself.
+    Text and trace filters are not for here. A minimum below WARN counts only the WARN and above
+    lines it certainly matches (the rollup does not split INFO from DEBUG), and one above ERROR
+    none (it does not split ERROR from FATAL): the window is then longer, never too short.
+    """
+    if min_severity is None:
+        counted = "sum(Count)"
+    elif min_severity <= 13:
+        counted = "sum(Warnings) + sum(Errors)"
+    elif min_severity <= 17:
+        counted = "sum(Errors)"
+    else:
+        return start_s
+    rows = query(
+        f"""
+        SELECT minute FROM (
+            SELECT toUnixTimestamp(Minute) AS minute,
+                   sum({counted}) OVER (ORDER BY Minute DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS newer
+            FROM {{db}}.log_patterns_1m
+            WHERE Minute >= toStartOfMinute(toDateTime({{start:Float64}}))
+              AND Minute < toStartOfMinute(toDateTime({{end:Float64}})) {_rollup_filters(service, template_id)}
+            GROUP BY Minute)
+        WHERE newer >= {{lines:UInt64}}
+        ORDER BY minute DESC
+        LIMIT 1""",
+        start=start_s,
+        end=end_s,
+        lines=lines,
+        service=service or "",
+        template_id=template_id or 0,
+    )
+    return max(start_s, float(rows[0]["minute"])) if rows else start_s
+
+
+def log_volume(
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    step_s: int,
+    service: str | None = None,
+    template_id: int | None = None,
+    min_severity: int | None = None,
+    text: str | None = None,
+    trace_id: str | None = None,
+) -> LogVolume:
+    """Lines per `step_s` bucket (aligned to the epoch) and severity class, with the filters of a
+    log search. The per-minute rollup answers when it can (service, template, and a minimum of
+    WARN or ERROR), counting whole minutes; a text or trace filter, or a threshold the rollup
+    cannot split (TRACE, DEBUG, INFO, FATAL), counts the log rows in [start, end] instead."""
+    if not rollup_answers(min_severity=min_severity, text=text, trace_id=trace_id):
+        return _raw_volume(
+            query,
+            start_s=start_s,
+            end_s=end_s,
+            step_s=step_s,
+            service=service,
+            template_id=template_id,
+            min_severity=min_severity,
+            text=text,
+            trace_id=trace_id,
+        )
+    rows = query(
+        f"""
+        SELECT intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS t,
+               sum(Count) - sum(Warnings) - sum(Errors) AS other, sum(Warnings) AS warn, sum(Errors) AS error
+        FROM {{db}}.log_patterns_1m
+        WHERE {_IN_MINUTES} {_rollup_filters(service, template_id)}
+        GROUP BY t
+        ORDER BY t""",
+        step=step_s,
+        start=start_s,
+        end=end_s,
+        service=service or "",
+        template_id=template_id or 0,
+    )
+    classes = SEVERITY_CLASSES[_ROLLUP_MIN_SEVERITIES.index(min_severity) :]
+    buckets = [
+        VolumeBucket(int(row["t"]), name, int(row[name])) for row in rows for name in classes if int(row[name]) > 0
+    ]
+    return LogVolume(step_s, "log_patterns_1m", buckets)
+
+
+def _raw_volume(
+    query: Query,
+    *,
+    start_s: float,
+    end_s: float,
+    step_s: int,
+    service: str | None,
+    template_id: int | None,
+    min_severity: int | None,
+    text: str | None,
+    trace_id: str | None,
+) -> LogVolume:
+    conditions = [
+        "Timestamp >= fromUnixTimestamp64Nano({start:Int64})",
+        "Timestamp <= fromUnixTimestamp64Nano({end:Int64})",
+    ]
+    if service:
+        conditions.append("ServiceName = {service:String}")
+    if template_id is not None:
+        conditions.append("TemplateId = {template_id:UInt64}")
+    if min_severity is not None:
+        conditions.append("SeverityNumber >= {severity:UInt8}")
+    if text:
+        # The same expression as the trigram index on lower(Body), so it skips granules.
+        conditions.append("lower(Body) LIKE {pattern:String}")
+    if trace_id:
+        conditions.append("TraceId = {trace_id:String}")
+    rows = query(
+        f"""
+        SELECT intDiv(toUnixTimestamp(Timestamp), {{step:UInt32}}) * {{step:UInt32}} AS t,
+               multiIf(SeverityNumber >= 17, 'error', SeverityNumber >= 13, 'warn', 'other') AS class,
+               count() AS lines
+        FROM {{db}}.logs
+        WHERE {" AND ".join(conditions)}
+        GROUP BY t, class
+        ORDER BY t, indexOf({{classes:Array(String)}}, class)""",
+        step=step_s,
+        start=int(start_s * 1e9),
+        end=int(end_s * 1e9),
+        service=service or "",
+        template_id=template_id or 0,
+        severity=min_severity or 0,
+        pattern=_contains((text or "").lower()),
+        trace_id=trace_id or "",
+        classes=list(SEVERITY_CLASSES),
+    )
+    return LogVolume(step_s, "logs", [VolumeBucket(int(row["t"]), row["class"], int(row["lines"])) for row in rows])
+
+
+def pattern_counts(
+    query: Query, patterns: Sequence[tuple[str, int]], *, start_s: float, end_s: float, step_s: int
+) -> dict[tuple[str, int], dict[int, int]]:
+    """Lines per `step_s` bucket (start, unix seconds) of each (service, template id), from the rollup."""
+    if not patterns:
+        return {}
+    rows = query(
+        f"""
+        SELECT ServiceName AS service, TemplateId AS template_id,
+               intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS t, sum(Count) AS lines
+        FROM {{db}}.log_patterns_1m
+        WHERE ServiceName IN {{services:Array(String)}} AND TemplateId IN {{ids:Array(UInt64)}} AND {_IN_MINUTES}
+        GROUP BY service, template_id, t""",
+        step=step_s,
+        services=sorted({service for service, _ in patterns}),
+        ids=sorted({template_id for _, template_id in patterns}),
+        start=start_s,
+        end=end_s,
+    )
+    wanted = set(patterns)
+    counts: dict[tuple[str, int], dict[int, int]] = {key: {} for key in patterns}
+    for row in rows:
+        key = (row["service"], int(row["template_id"]))
+        if key in wanted:  # the IN lists also match other services' patterns with the same ids
+            counts[key][int(row["t"])] = int(row["lines"])
+    return counts
+
+
+def log_services(query: Query, *, start_s: float, end_s: float, limit: int = 500) -> list[str]:
+    """Services that logged in [start, end], by name (from the rollup)."""
+    rows = query(
+        f"""
+        SELECT DISTINCT ServiceName AS service FROM {{db}}.log_patterns_1m
+        WHERE {_IN_MINUTES}
+        ORDER BY service
+        LIMIT {{limit:UInt32}}""",
+        start=start_s,
+        end=end_s,
+        limit=limit,
+    )
+    return [row["service"] for row in rows]

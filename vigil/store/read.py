@@ -11,7 +11,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -27,6 +27,7 @@ from vigil.store.flows_read import (
 )
 from vigil.store.log_patterns_read import LogPattern, log_patterns
 from vigil.store.metrics_read import MetricInfo, MetricQuery, Series, metric_catalog, metric_series, metric_types
+from vigil.store.trace_search import StatusFilter, TraceSearch, TraceSummary, search_traces
 
 __all__ = [
     "LogRecord",
@@ -36,11 +37,6 @@ __all__ = [
     "TraceSummary",
     "typed_attributes",
 ]
-
-StatusFilter = Literal["error", "ok", "unset"]
-_STATUS_CODES: dict[str, str] = {"error": "Error", "ok": "Ok", "unset": "Unset"}
-# How far before a search window a trace found in it may have started.
-_TRACE_LOOKBACK_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +48,6 @@ class ServiceSummary:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class TraceSummary:
-    trace_id: str
-    root_service: str
-    root_name: str
-    start_time_unix_nano: int
-    duration_ns: int
-    span_count: int
-    error_count: int
-    services: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,73 +185,24 @@ class StoreReader:
         service: str | None = None,
         operation: str | None = None,
         min_duration_ms: float | None = None,
+        max_duration_ms: float | None = None,
         status: StatusFilter | None = None,
+        attributes: tuple[tuple[str, str], ...] = (),
         limit: int = 20,
     ) -> list[TraceSummary]:
-        """Newest traces having at least one span that matches every filter given."""
-        conditions = [
-            "Timestamp >= fromUnixTimestamp64Nano({start:Int64})",
-            "Timestamp <= fromUnixTimestamp64Nano({end:Int64})",
-        ]
-        params: dict[str, Any] = {"start": int(start_s * 1e9), "end": int(end_s * 1e9), "limit": limit}
-        if service:
-            conditions.append("ServiceName = {service:String}")
-            params["service"] = service
-        if operation:
-            conditions.append("SpanName = {operation:String}")
-            params["operation"] = operation
-        if min_duration_ms is not None:
-            conditions.append("Duration >= {min_ns:UInt64}")
-            params["min_ns"] = int(min_duration_ms * 1e6)
-        if status is not None:
-            conditions.append("StatusCode = {status:String}")
-            params["status"] = _STATUS_CODES[status]
-        matches = self._query(
-            f"""
-            SELECT TraceId AS trace_id
-            FROM {{db}}.spans
-            WHERE {" AND ".join(conditions)}
-            GROUP BY TraceId
-            ORDER BY max(Timestamp) DESC
-            LIMIT {{limit:UInt32}}""",
-            **params,
+        """Newest traces having at least one span that matches every filter given; see
+        `vigil.store.trace_search` (durations: `min` inclusive, `max` exclusive)."""
+        search = TraceSearch(
+            start_s=start_s,
+            end_s=end_s,
+            service=service,
+            operation=operation,
+            min_duration_ms=min_duration_ms,
+            max_duration_ms=max_duration_ms,
+            status=status,
+            attributes=attributes,
         )
-        trace_ids = [row["trace_id"] for row in matches]
-        if not trace_ids:
-            return []
-        rows = self._query(
-            """
-            SELECT TraceId AS trace_id,
-                   if(countIf(ParentSpanId = '') > 0, anyIf(ServiceName, ParentSpanId = ''),
-                      argMin(ServiceName, Timestamp)) AS root_service,
-                   if(countIf(ParentSpanId = '') > 0, anyIf(SpanName, ParentSpanId = ''),
-                      argMin(SpanName, Timestamp)) AS root_name,
-                   toUnixTimestamp64Nano(min(Timestamp)) AS start_ns,
-                   max(toUnixTimestamp64Nano(Timestamp) + Duration) AS end_ns,
-                   count() AS span_count,
-                   countIf(StatusCode = 'Error') AS error_count,
-                   arraySort(groupUniqArray(toString(ServiceName))) AS services
-            FROM {db}.spans
-            WHERE TraceId IN {ids:Array(String)}
-              AND Timestamp >= fromUnixTimestamp64Nano({lookback:Int64})
-            GROUP BY TraceId
-            ORDER BY start_ns DESC""",
-            ids=trace_ids,
-            lookback=int((start_s - _TRACE_LOOKBACK_S) * 1e9),
-        )
-        return [
-            TraceSummary(
-                trace_id=row["trace_id"],
-                root_service=row["root_service"],
-                root_name=row["root_name"],
-                start_time_unix_nano=int(row["start_ns"]),
-                duration_ns=int(row["end_ns"]) - int(row["start_ns"]),
-                span_count=int(row["span_count"]),
-                error_count=int(row["error_count"]),
-                services=list(row["services"]),
-            )
-            for row in rows
-        ]
+        return search_traces(self._query, search, limit=limit)
 
     def logs(
         self,

@@ -45,6 +45,7 @@ __all__ = [
     "METRIC_ARROW_SCHEMAS",
     "METRIC_TABLES",
     "MIGRATIONS",
+    "SERVICE_EDGES_1M",
     "SLOS",
     "SLO_MINUTES",
     "SPANS",
@@ -1010,6 +1011,29 @@ ALERT_RULES = _replacing(
     "Name",
 )
 
+# Calls between services per minute: a span whose parent span belongs to another service is one
+# call from the parent's service (Caller) to its own (Callee); errors and duration are the
+# callee's span's. Filled by `vigil.store.service_edges.ServiceEdgeRollup` (a join over spans
+# is too slow to run when a page is read); a minute is rewritten whole when recomputed, and the
+# newest row per (Caller, Callee, Minute) wins, so recomputing never doubles a count.
+SERVICE_EDGES_1M = Table(
+    name="service_edges_1m",
+    columns="""
+    Minute DateTime('UTC') CODEC(Delta, LZ4),
+    Caller LowCardinality(String),
+    Callee LowCardinality(String),
+    Calls UInt64,
+    Errors UInt64,
+    DurationSum UInt64,
+    UpdatedAt DateTime64(3, 'UTC')""",
+    engine="ReplacingMergeTree",
+    version_column="UpdatedAt",
+    partition_by="toDate(Minute)",
+    order_by="(Caller, Callee, Minute)",
+    ttl=_minute_ttl,
+    shard_key="cityHash64(Caller, Callee)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -1033,6 +1057,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "alerts, their groups, the Slack outbox, silences and rules",
         (ALERTS, ALERT_GROUPS, ALERT_OUTBOX, SILENCES, ALERT_RULES),
     ),
+    Migration(11, "per-minute calls between services", (SERVICE_EDGES_1M,)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
