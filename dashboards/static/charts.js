@@ -49,8 +49,21 @@
     }
   }
 
+  // plotly.js is 4.8 MB: only a page that has a chart loads it (once cached, it costs nothing).
+  function withPlotly(then) {
+    if (typeof Plotly !== "undefined") { then(); return; }
+    var self = document.querySelector("script[data-plotly]");
+    var script = document.createElement("script");
+    script.src = self.getAttribute("data-plotly");
+    script.onload = then;
+    document.head.appendChild(script);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("div.chart").forEach(draw);
+    var charts = document.querySelectorAll("div.chart");
+    if (charts.length > 0) {
+      withPlotly(function () { charts.forEach(draw); });
+    }
     scheduleRefresh();
   });
 })();

@@ -8,6 +8,8 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
+from tests.dashboards.pages import send_spans
+from tests.spans import checkout_trace, now_ns
 from vigil.dashboards.render import link
 from vigil.dashboards.timerange import BadTimeRange, TimeRange, parse_time_range
 
@@ -92,7 +94,9 @@ def test_an_unknown_page_is_a_404_page_and_the_api_keeps_json(vigil_server: Runn
 
 
 def test_plotly_is_served_by_vigil_gzipped_and_cacheable(vigil_server: RunningVigil, page: Page) -> None:
-    page.goto(f"{vigil_server.api}/")
+    send_spans(vigil_server, checkout_trace(now_ns() - 1_000_000_000))
+    page.goto(f"{vigil_server.api}/traces")  # the latency histogram is a chart
+    page.wait_for_selector("#latency-histogram[data-drawn='true']")
     source = page.locator("script[src*='plotly']").get_attribute("src")
     assert source is not None and source.startswith("/assets/plotly-")
     response = page.request.get(vigil_server.api + source, headers={"Accept-Encoding": "gzip"})
@@ -100,3 +104,10 @@ def test_plotly_is_served_by_vigil_gzipped_and_cacheable(vigil_server: RunningVi
     assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert response.headers["content-encoding"] == "gzip"
     assert page.evaluate("typeof Plotly.newPlot") == "function"
+
+
+def test_a_page_without_charts_does_not_load_plotly(vigil_server: RunningVigil, page: Page) -> None:
+    page.goto(f"{vigil_server.api}/alerts")
+    page.wait_for_load_state("load")
+    assert page.locator("script[src*='plotly']").count() == 0
+    assert page.evaluate("typeof Plotly") == "undefined"
