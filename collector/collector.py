@@ -59,9 +59,13 @@ class CollectorConfig:
     # StatsD on UDP and TCP; None: not in this collector.
     statsd_port: int | None = None
     statsd: StatsdConfig = field(default_factory=StatsdConfig)
+    # Comma-separated CIDRs StatsD may come from (VIGIL_STATSD_ALLOWED_SOURCES); empty: any source.
+    statsd_allowed_sources: str = ""
     # NetFlow v5/v9 and IPFIX on these UDP ports; None: not in this collector.
     netflow_ports: tuple[int, ...] | None = None
     netflow: NetflowConfig = field(default_factory=NetflowConfig)
+    # Comma-separated CIDRs flow exporters may send from (VIGIL_NETFLOW_ALLOWED_SOURCES); empty: any source.
+    netflow_allowed_sources: str = ""
     prefix_file: str = ""
 
 
@@ -138,11 +142,24 @@ class Collector:
                 raise RuntimeError("the OTLP/HTTP server failed to start; see the log above")
             await asyncio.sleep(0.01)
         if config.statsd_port is not None:
-            self._statsd = StatsdReceiver(config.host, config.statsd_port, config.statsd, self._batcher)
+            self._statsd = StatsdReceiver(
+                config.host,
+                config.statsd_port,
+                config.statsd,
+                self._batcher,
+                allowed_sources=config.statsd_allowed_sources,
+            )
             await self._statsd.start()
         if config.netflow_ports is not None:
             prefixes = ReloadingPrefixMap(config.prefix_file or None)
-            self._netflow = NetflowReceiver(config.host, config.netflow_ports, config.netflow, prefixes, self._batcher)
+            self._netflow = NetflowReceiver(
+                config.host,
+                config.netflow_ports,
+                config.netflow,
+                prefixes,
+                self._batcher,
+                allowed_sources=config.netflow_allowed_sources,
+            )
             await self._netflow.start()
 
     async def shutdown(self) -> None:

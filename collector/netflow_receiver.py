@@ -8,6 +8,11 @@ one per packet. Every `status_interval_s` the decoder's view of each exporter (l
 templates, sampling, malformed counts) is written to `flow_exporters`, and expired templates and
 held data sets are dropped.
 
+With an allowlist (`allowed_sources`, ``VIGIL_NETFLOW_ALLOWED_SOURCES``), datagrams from other
+sources are dropped before decoding, so a forged source never creates template state. Each refused
+source appears in `flow_exporters` as version 0, domain 0, with its refused datagrams as `Packets`
+and as ``Malformed['refused']`` (the per-exporter problem counts the network health API shows).
+
 Wiring, on the collector's loop::
 
     receiver = NetflowReceiver("127.0.0.1", [2055, 4739], NetflowConfig(), ReloadingPrefixMap(path), batcher)
@@ -22,17 +27,18 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 
 from vigil.collector.decode.netflow import ExporterStatus, NetflowConfig, NetflowDecoder, exporter_key
 from vigil.collector.enrich import ReloadingPrefixMap, enrich
 from vigil.collector.forwarding import BatchSubmitter, DatagramReader, Forwarder, udp_socket
+from vigil.collector.source_filter import Refusals, SourceFilter
 from vigil.store.schema import FLOW_EXPORTERS_ARROW_SCHEMA
 from vigil.types import RowBatch, rows_table
 
-__all__ = ["NetflowReceiver"]
+__all__ = ["REFUSED", "NetflowReceiver", "exporter_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +46,14 @@ MAX_BATCH_FLOWS = 50_000
 MAX_RETAINED_FLOWS = 1_000_000
 FINAL_FLUSH_TIMEOUT_S = 5.0
 _PROBLEM_LOG_INTERVAL_S = 10.0
+# The `Malformed` key under which refused datagrams are reported (beside the decoder's categories).
+REFUSED = "refused"
 
 
-def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
-    """`flow_exporters` rows for the decoder's view of each exporter at `now_ns`."""
+def exporter_rows(
+    statuses: Sequence[ExporterStatus], now_ns: int, refused: Mapping[str, Refusals] | None = None
+) -> pa.Table:
+    """`flow_exporters` rows for the decoder's view of each exporter at `now_ns`, and one per refused source."""
     rows: list[dict[str, object]] = [
         {
             "Time": now_ns,
@@ -61,11 +71,33 @@ def exporter_rows(statuses: Sequence[ExporterStatus], now_ns: int) -> pa.Table:
         }
         for status in statuses
     ]
+    # A refused source never reaches the decoder, so its (exporter, 0, 0) row is its own.
+    rows += [
+        {
+            "Time": now_ns,
+            "Exporter": exporter_key(source),
+            "FlowVersion": 0,
+            "ObservationDomain": 0,
+            "FirstSeen": int(refusals.first * 1e9),
+            "LastSeen": int(refusals.last * 1e9),
+            "Packets": refusals.count,
+            "Flows": 0,
+            "Malformed": [(REFUSED, refusals.count)],
+            "Templates": [],
+            "SamplingRate": 0,
+            "GivenUp": 0,
+        }
+        for source, refusals in sorted((refused or {}).items())
+    ]
     return rows_table(FLOW_EXPORTERS_ARROW_SCHEMA, rows)
 
 
 class NetflowReceiver:
-    """NetFlow/IPFIX on UDP `ports` of `host` (0 picks a free port; see `ports`)."""
+    """NetFlow/IPFIX on UDP `ports` of `host` (0 picks a free port; see `ports`).
+
+    `allowed_sources` is a comma-separated list of CIDRs (empty: every source); a malformed one
+    raises `ConfigError` here.
+    """
 
     def __init__(
         self,
@@ -78,7 +110,9 @@ class NetflowReceiver:
         batch_interval_s: float = 0.1,
         status_interval_s: float = 5.0,
         max_batch_flows: int = MAX_BATCH_FLOWS,
+        allowed_sources: str = "",
     ) -> None:
+        self.allowlist = SourceFilter.parse(allowed_sources, "VIGIL_NETFLOW_ALLOWED_SOURCES", "NetFlow")
         self.host = host
         self.requested_ports = list(ports)
         self.prefixes = prefixes
@@ -103,6 +137,12 @@ class NetflowReceiver:
     def forwarded(self) -> int:
         """Flows handed to the batcher so far (exporter reports not counted)."""
         return self._forwarder.stats().rows_submitted
+
+    def refused(self) -> dict[str, int]:
+        """Datagrams refused by the allowlist so far, by source address."""
+        if self.allowlist is None:
+            return {}
+        return {source: r.count for source, r in self.allowlist.refused().items()}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,6 +184,8 @@ class NetflowReceiver:
 
     def _packet(self, data: bytes, sender: tuple[str, int] | None) -> None:
         host = sender[0] if sender is not None else "::"
+        if self.allowlist is not None and not self.allowlist.allows(host):
+            return
         exporter = self._senders.get(host)
         if exporter is None:
             exporter = self._senders[host] = exporter_key(host.split("%", 1)[0])
@@ -180,8 +222,9 @@ class NetflowReceiver:
             if report:
                 self.decoder.expire()
                 statuses = self.decoder.exporters()
-                if statuses:
-                    batches.append(RowBatch("flow_exporters", exporter_rows(statuses, time.time_ns())))
+                refused = self.allowlist.refused() if self.allowlist is not None else {}
+                if statuses or refused:
+                    batches.append(RowBatch("flow_exporters", exporter_rows(statuses, time.time_ns(), refused)))
             self._forwarder.submit(batches)
         except Exception:  # the receiver must survive a bad flush; the next one starts afresh
             logger.exception("NetFlow flush failed")

@@ -2,7 +2,9 @@
 
 UDP takes one StatsD packet per datagram (lines separated by ``\\n``); TCP takes a stream of
 ``\\n``-terminated lines, where a partial last line waits for the rest and a line over
-`max_line_bytes` is dropped (and counted) as bad. Both feed one `StatsdAggregator`.
+`max_line_bytes` is dropped (and counted) as bad. Both feed one `StatsdAggregator`. With an
+allowlist (`allowed_sources`, ``VIGIL_STATSD_ALLOWED_SOURCES``), datagrams and connections from
+other sources are dropped before parsing and counted per source in `ReceiverStats.refused`.
 
 Every `StatsdConfig.flush_interval` seconds the aggregator's rows go to the consumer with
 ``submit_all`` (the `Batcher` API). When it refuses them with `Backpressure`, the rows are kept and
@@ -26,9 +28,10 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vigil.collector.forwarding import BatchSubmitter, DatagramReader, Forwarder, udp_socket
+from vigil.collector.source_filter import SourceFilter
 from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig, warm_up
 from vigil.types import RowBatch
 
@@ -45,7 +48,8 @@ _PORT_ATTEMPTS = 50
 
 @dataclass(slots=True)
 class ReceiverStats:
-    """Flush-side counts: rows handed on, rows waiting after a refusal, and rows lost."""
+    """Flush-side counts: rows handed on, rows waiting after a refusal, and rows lost; TCP connections
+    accepted; and, per source address, datagrams and connections refused by the allowlist."""
 
     flushes: int = 0
     rows_submitted: int = 0
@@ -53,6 +57,7 @@ class ReceiverStats:
     rows_dropped: int = 0
     rows_failed: int = 0
     tcp_connections: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -94,10 +99,18 @@ class _Stream(asyncio.Protocol):
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        allowlist = self._receiver.allowlist
+        peer = transport.get_extra_info("peername")
+        if allowlist is not None and not allowlist.allows(str(peer[0]) if peer else "", "a TCP connection"):
+            # Closed before a byte is read; with no transport kept, connection_lost has nothing to forget.
+            transport.close()
+            return
         self._transport = transport
         self._receiver._opened(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # a refused connection: bytes already buffered are not StatsD of ours
+            return
         try:
             self._take(data)
         except Exception:  # never let one connection's bytes take the receiver down
@@ -142,12 +155,13 @@ class _Stream(asyncio.Protocol):
         self._aggregator.ingest(block)
 
     def eof_received(self) -> bool | None:
-        self._finish()
+        if self._transport is not None:
+            self._finish()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish()
         if self._transport is not None:
+            self._finish()
             self._receiver._connections.discard(self._transport)
 
     def _finish(self) -> None:
@@ -163,6 +177,9 @@ class StatsdReceiver:
     With `reuse_port`, several processes may bind the same port; the kernel then spreads packets
     over them, so each one's rows hold part of a series (sums and counts add up, but sets, gauges and
     percentiles of one interval are per process).
+
+    `allowed_sources` is a comma-separated list of CIDRs (empty: every source); a malformed one
+    raises `ConfigError` here.
     """
 
     def __init__(
@@ -175,8 +192,10 @@ class StatsdReceiver:
         max_retained_rows: int = MAX_RETAINED_ROWS,
         max_line_bytes: int = MAX_LINE_BYTES,
         reuse_port: bool = False,
+        allowed_sources: str = "",
     ) -> None:
         config.validate()
+        self.allowlist = SourceFilter.parse(allowed_sources, "VIGIL_STATSD_ALLOWED_SOURCES", "StatsD")
         self.host = host
         self.port = port
         self.config = config
@@ -227,6 +246,7 @@ class StatsdReceiver:
                 forwarded.rows_dropped,
                 forwarded.rows_failed,
                 s.tcp_connections,
+                {} if self.allowlist is None else {src: r.count for src, r in self.allowlist.refused().items()},
             )
 
     async def start(self) -> None:
@@ -240,8 +260,7 @@ class StatsdReceiver:
             self._udp_port = udp.getsockname()[1]
             self._tcp_port = tcp.getsockname()[1]
             self._tcp = await loop.create_server(lambda: _Stream(self), sock=tcp)
-            ingest = self.aggregator.ingest
-            loop.add_reader(udp.fileno(), DatagramReader(udp, lambda data, _sender: ingest(data), "StatsD"))
+            loop.add_reader(udp.fileno(), self._datagram_reader(udp))
             self._udp = udp
         except BaseException:
             if self._tcp is not None:
@@ -252,6 +271,18 @@ class StatsdReceiver:
             raise
         self._stopping.clear()
         self._flusher = asyncio.create_task(self._flush_loop(), name="vigil-statsd-flush")
+
+    def _datagram_reader(self, udp: socket.socket) -> DatagramReader:
+        ingest, allowlist = self.aggregator.ingest, self.allowlist
+        if allowlist is None:
+            # Without a list the sender is not needed, and recv is cheaper than recvfrom.
+            return DatagramReader(udp, lambda data, _sender: ingest(data), "StatsD")
+
+        def checked(data: bytes, sender: tuple[str, int] | None) -> None:
+            if sender is not None and allowlist.allows(sender[0]):
+                ingest(data)
+
+        return DatagramReader(udp, checked, "StatsD", with_sender=True)
 
     async def stop(self) -> None:
         """Stop listening, then flush what was aggregated (retrying `Backpressure` for a few seconds). Idempotent."""

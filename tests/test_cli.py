@@ -206,7 +206,7 @@ def test_help_lists_every_command() -> None:
     assert result.returncode == 0
     commands_box = result.stdout.split("Commands")[1]
     commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]
-    assert commands == ["serve", "demo", "detect", "deploy", "canary", "silence"]
+    assert commands == ["serve", "demo", "collector", "api", "detect", "deploy", "canary", "silence"]
 
 
 def test_detect_backfills_an_embedded_store_and_stops_when_caught_up(tmp_path: Path) -> None:

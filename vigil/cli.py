@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -71,10 +70,10 @@ def _release_demo_version(traffic: DemoTraffic, http_url: str) -> None:
     )  # fmt: skip
 
 
-def _run(settings: Settings, demo: _DemoPlan | None = None) -> None:
-    from vigil.server import Vigil, stop_on_signals
+def _run(settings: Settings, demo: _DemoPlan | None = None, roles: frozenset[str] | None = None) -> None:
+    from vigil.server import ROLES, Vigil, stop_on_signals
 
-    vigil = Vigil(settings)
+    vigil = Vigil(settings, ROLES if roles is None else roles)
 
     async def run() -> None:
         stop = stop_on_signals()
@@ -168,6 +167,33 @@ def demo(
 
 
 @app.command()
+def collector() -> None:
+    """Run the receivers (OTLP, StatsD, NetFlow/IPFIX), their write-ahead log and the inserter into ClickHouse.
+
+    No API or pages: VIGIL_HTTP_PORT answers /healthz and /readyz only, for load balancers and Kubernetes probes.
+    Collectors scale out behind a load balancer, each with its own VIGIL_WAL_DIR.
+
+    Roles are meant for a ClickHouse server or cluster (VIGIL_CLICKHOUSE_URL=http://...), where each runs in its
+    own processes and scales on its own; on an embedded chDB store only one process may open the directory.
+    """
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    _run(settings, roles=frozenset({"collector"}))
+
+
+@app.command()
+def api() -> None:
+    """Serve the API and pages (VIGIL_HTTP_PORT) only: no receivers, no inserter, no detectors.
+
+    Roles are meant for a ClickHouse server or cluster (VIGIL_CLICKHOUSE_URL=http://...), where each runs in its
+    own processes and scales on its own; on an embedded chDB store only one process may open the directory.
+    """
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    _run(settings, roles=frozenset({"api"}))
+
+
+@app.command()
 def detect(
     backfill: Annotated[
         str | None,
@@ -175,12 +201,15 @@ def detect(
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Stop when caught up instead of following new buckets.")] = False,
 ) -> None:
-    """Run the streaming detectors on their own.
+    """Run the streaming detectors and the alerts that follow their findings, on their own.
 
-    For a ClickHouse server or cluster (set VIGIL_DETECTORS_ENABLED=false on `vigil serve`), or on an embedded store
-    that no `vigil serve` has open.
+    Replicas may run side by side: only the one holding the leader lease (VIGIL_LEASE_TTL, default 30s) detects and
+    alerts; a standby takes over when the lease expires. --backfill and --once run without the lease: run them while
+    no other replica does. Next to a `vigil serve`, set VIGIL_DETECTORS_ENABLED=false on the serve.
+
+    Roles are meant for a ClickHouse server or cluster (VIGIL_CLICKHOUSE_URL=http://...), where each runs in its
+    own processes and scales on its own; on an embedded chDB store only one process may open the directory.
     """
-    import signal
     import time
 
     from rich.progress import Progress
@@ -198,6 +227,10 @@ def detect(
     except ValueError as exc:
         typer.echo(f"vigil: --backfill: {exc}", err=True)
         raise typer.Exit(2) from None
+    if backfill_s is None and not once:
+        # Following new buckets, and alerting, is the leader's job.
+        _run(settings, roles=frozenset({"detect"}))
+        return
     try:
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = open_client(settings.clickhouse_url)
@@ -219,11 +252,8 @@ def detect(
                 runner.run(progress=lambda n: progress.advance(task, n))
     else:
         engine.run_once()
-    if once:
-        return
-    signal.signal(signal.SIGTERM, lambda *_: engine.stop())
-    with contextlib.suppress(KeyboardInterrupt):
-        engine.run_forever()
+    if not once:
+        _run(settings, roles=frozenset({"detect"}))
 
 
 def main() -> None:

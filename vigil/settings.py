@@ -9,7 +9,9 @@ builds them from `get_settings()`. Each field documents its variable beside it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.errors import ConfigError
 
-__all__ = ["Settings", "get_settings", "load_settings", "parse_duration"]
+__all__ = ["ALLOWED_SOURCES_FORM", "Settings", "allowed_networks", "get_settings", "load_settings", "parse_duration"]
 
 _DEFAULT_CLICKHOUSE_URL = "chdb://./vigil-data"
 _DEFAULT_DATABASE = "vigil"
@@ -51,6 +53,30 @@ def parse_duration(value: str | float | int) -> float:
     if match is None:
         raise ValueError(f"{value!r} is not a duration; expected a number with a unit, e.g. 250ms, 10s, 15m, 1h, 7d")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+ALLOWED_SOURCES_FORM = (
+    "expected comma-separated IPv4 or IPv6 CIDRs, e.g. 10.0.0.0/8,192.0.2.7,2001:db8::/32 "
+    "(a bare address is a /32 or /128; empty allows every source)"
+)
+
+
+def allowed_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of a comma-separated source allowlist; ValueError names the bad entry and the form.
+
+    >>> allowed_networks("10.0.0.0/8, 192.0.2.7")
+    (IPv4Network('10.0.0.0/8'), IPv4Network('192.0.2.7/32'))
+    """
+    networks = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError:
+            hint = ""
+            with contextlib.suppress(ValueError):
+                hint = f" (host bits set: did you mean {ipaddress.ip_network(entry, strict=False)}?)"
+            raise ValueError(f"{entry!r} is not an address or CIDR{hint}; {ALLOWED_SOURCES_FORM}") from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -86,6 +112,10 @@ class Settings(BaseSettings):
     # the metric name are its service (0: VIGIL_STATSD_DEFAULT_SERVICE).
     statsd_service_segments: int = Field(default=0, ge=0, le=8)
     statsd_default_service: str = Field(default="statsd", min_length=1)
+    # VIGIL_STATSD_ALLOWED_SOURCES: comma-separated CIDRs (IPv4/IPv6; a bare address is a /32 or
+    # /128) that StatsD datagrams and TCP connections may come from; others are dropped and counted.
+    # Empty: every source.
+    statsd_allowed_sources: str = ""
 
     # VIGIL_NETFLOW_PORT / VIGIL_IPFIX_PORT: UDP ports for flow records; both take NetFlow v5, v9 and
     # IPFIX (the ports are conventions of exporters). VIGIL_NETFLOW_ENABLED=false turns both off.
@@ -94,6 +124,16 @@ class Settings(BaseSettings):
     netflow_enabled: bool = True
     # VIGIL_NETFLOW_TEMPLATE_TIMEOUT: a v9/IPFIX template not re-sent for this long is forgotten.
     netflow_template_timeout: float = Field(default=1800.0, gt=0)
+    # VIGIL_NETFLOW_ALLOWED_SOURCES: comma-separated CIDRs exporters may send from (both flow ports);
+    # other datagrams are dropped before decoding and counted per source. Empty: every source.
+    netflow_allowed_sources: str = ""
+
+    @field_validator("statsd_allowed_sources", "netflow_allowed_sources")
+    @classmethod
+    def _allowed_sources(cls, value: str) -> str:
+        allowed_networks(value)
+        return value
+
     # VIGIL_PREFIX_FILE: CSV (cidr,customer,site) or YAML naming the customer and site of address
     # ranges; flows are tagged at both ends by longest-prefix match. Re-read when it changes.
     prefix_file: str = ""
@@ -106,6 +146,9 @@ class Settings(BaseSettings):
     detector_grace: float = Field(default=30.0, ge=0)
     # VIGIL_DETECTOR_INTERVAL: how often the detectors look for newly closed buckets.
     detector_interval: float = Field(default=10.0, gt=0)
+    # VIGIL_LEASE_TTL: how long a `vigil detect` replica leads after its last renewal (renewed at a
+    # third of this); a standby takes over at most this long after the leader dies.
+    lease_ttl: float = Field(default=30.0, gt=0)
     # VIGIL_REPLICATION_LAG_METRICS: gauges (comma-separated names) that report replication lag in
     # seconds, one series per service and attribute set (e.g. a `replica` tag).
     replication_lag_metrics: str = "db.replication.lag_seconds"
@@ -187,6 +230,7 @@ class Settings(BaseSettings):
         "netflow_template_timeout",
         "detector_grace",
         "detector_interval",
+        "lease_ttl",
         "replication_lag_threshold",
         "alert_group_window",
         "alert_interval",

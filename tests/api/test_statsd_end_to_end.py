@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 import statsd
 from datadog.dogstatsd import DogStatsd
 
-from tests.conftest import RunningVigil
+from tests.conftest import RunningVigil, start_vigil, stop_vigil
+from vigil.settings import load_settings
 
 
 def wait_for_metrics(vigil: RunningVigil, names: set[str], timeout_s: float = 15.0) -> list[dict[str, Any]]:
@@ -90,3 +92,21 @@ def test_etsy_statsd_client_lines_over_udp_and_tcp_take_the_default_service(vigi
     assert total(vigil_server, "web.temp", "min") == {"": 17.0}
     assert total(vigil_server, "web.users", "max") == {"": 2.0}
     assert total(vigil_server, "web.render", "sum") == {"": 20.0}
+
+
+def test_lines_from_a_source_outside_the_allowlist_are_not_stored(vigil_settings: dict[str, Any]) -> None:
+    vigil_settings["statsd_allowed_sources"] = "127.0.0.1/32"
+    running, thread = start_vigil(load_settings(**vigil_settings))
+    try:
+        outside = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        outside.bind(("127.0.0.2", 0))  # all of 127/8 is loopback on Linux
+        outside.sendto(b"spoofed.count:1|c|#service:checkout", ("127.0.0.1", running.ports.statsd))
+        outside.close()
+        client = DogStatsd(host="127.0.0.1", port=running.ports.statsd, disable_telemetry=True)
+        client.increment("allowed.count", 3, tags=["service:checkout"])
+        client.close_socket()
+        listed = wait_for_metrics(running, {"allowed.count"})
+        assert sorted(m["name"] for m in listed) == ["allowed.count"]
+        assert total(running, "allowed.count", "sum") == {"": 3.0}
+    finally:
+        stop_vigil(running, thread)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 import threading
@@ -401,3 +402,89 @@ def test_failed_writes_are_counted() -> None:
     with running(consumer) as run:
         send_udp(run.receiver.udp_port, b"x:1|c\ny:1|g")
         eventually(lambda: assert_equal(run.receiver.stats().rows_failed, 2))
+
+
+# ---- source allowlists (VIGIL_STATSD_ALLOWED_SOURCES) ---------------------------------------------
+
+REFUSAL_LOG = (
+    "StatsD: refused {} from {}: not in VIGIL_STATSD_ALLOWED_SOURCES "
+    "({} refused from it so far; logged at most once a minute)"
+)
+
+
+def refusal_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "vigil.collector.source_filter"]
+
+
+def closed_by_receiver(conn: socket.socket) -> bool:
+    """Whether the other end closed `conn` (EOF, or a reset when it closed with our bytes unread)."""
+    conn.settimeout(WAIT_S)
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.usefixtures("no_client_sampling")
+def test_udp_from_a_source_outside_the_list_is_refused_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = Collecting()
+    with caplog.at_level(logging.WARNING), running(consumer, allowed_sources="127.0.0.1/32") as run:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as spoof:
+            spoof.bind(("127.0.0.2", 0))
+            for _ in range(3):
+                spoof.sendto(b"spoofed:5|c\nspoofed_t:1|ms", ("127.0.0.1", run.receiver.udp_port))
+        client = statsd.StatsClient("127.0.0.1", run.receiver.udp_port)
+        client.incr("hits", 2)
+        client.close()
+        eventually(lambda: assert_equal(consumer.sums(), {"hits": 2.0}))
+        eventually(lambda: assert_equal(run.receiver.stats().refused, {"127.0.0.2": 3}))
+    assert consumer.sums() == {"hits": 2.0}
+    assert consumer.summaries() == {}
+    stats = run.receiver.aggregator.stats()
+    assert (stats.packets, stats.lines, stats.bad_lines) == (1, 1, 0)  # refused datagrams are never parsed
+    assert refusal_logs(caplog) == [REFUSAL_LOG.format("a datagram", "127.0.0.2", 1)]
+
+
+@pytest.mark.usefixtures("no_client_sampling")
+def test_tcp_from_a_source_outside_the_list_is_closed_unread_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = Collecting()
+    with caplog.at_level(logging.WARNING), running(consumer, allowed_sources="10.0.0.0/8, 127.0.0.1") as run:
+        address = ("127.0.0.1", run.receiver.tcp_port)
+        for _ in range(2):
+            with socket.create_connection(address, source_address=("127.0.0.2", 0)) as spoof:
+                spoof.sendall(b"spoofed:5|c\n")
+                assert closed_by_receiver(spoof)
+        client = statsd.TCPStatsClient("127.0.0.1", run.receiver.tcp_port)
+        client.incr("hits", 3)
+        client.gauge("depth", 7)
+        client.close()
+        eventually(lambda: assert_equal(consumer.sums(), {"hits": 3.0}))
+        eventually(lambda: assert_equal(consumer.last_gauges(), {"depth": 7.0}))
+    stats = run.receiver.stats()
+    assert (stats.tcp_connections, stats.refused) == (1, {"127.0.0.2": 2})
+    assert consumer.sums() == {"hits": 3.0}
+    assert run.receiver.aggregator.stats().lines == 2
+    assert refusal_logs(caplog) == [REFUSAL_LOG.format("a TCP connection", "127.0.0.2", 1)]
+
+
+def test_ipv6_loopback_is_allowed_by_its_128_and_refused_by_an_ipv4_list() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    consumer = Collecting()
+    with running(consumer, host="::1", allowed_sources="::1/128") as run:
+        send_udp(run.receiver.udp_port, b"v6:1|c", host="::1")
+        with socket.create_connection(("::1", run.receiver.tcp_port)) as conn:
+            conn.sendall(b"v6:2|c\n")
+        eventually(lambda: assert_equal(consumer.sums(), {"v6": 3.0}))
+        assert run.receiver.stats().refused == {}
+    consumer = Collecting()
+    with running(consumer, host="::1", allowed_sources="127.0.0.0/8") as run:
+        send_udp(run.receiver.udp_port, b"v6:1|c", host="::1")
+        with socket.create_connection(("::1", run.receiver.tcp_port)) as conn:
+            conn.sendall(b"v6:2|c\n")
+            assert closed_by_receiver(conn)
+        eventually(lambda: assert_equal(run.receiver.stats().refused, {"::1": 2}))
+    assert consumer.sums() == {}

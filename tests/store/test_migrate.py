@@ -17,6 +17,7 @@ EXPECTED_TABLES = [
     "flows",
     "flows_1m",
     "flows_1m_mv",
+    "leases",
     "log_patterns_1m",
     "log_patterns_1m_mv",
     "logs",
@@ -55,7 +56,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -109,6 +110,7 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
         ("flows", "toDateTime(TimeReceived) + toIntervalDay(4)"),
         ("flows_1m", "Minute + toIntervalDay(4)"),
+        ("leases", ""),
         ("log_patterns_1m", "Minute + toIntervalDay(5)"),
         ("logs", "toDateTime(Timestamp) + toIntervalDay(5)"),
         ("metrics_catalog", "Day + toIntervalDay(9)"),
@@ -144,6 +146,6 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     )
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]

@@ -37,6 +37,7 @@ __all__ = [
     "FLOWS_ARROW_SCHEMA",
     "FLOW_EXPORTERS",
     "FLOW_EXPORTERS_ARROW_SCHEMA",
+    "LEASES",
     "LOGS",
     "LOGS_ARROW_SCHEMA",
     "LOG_PATTERNS_1M",
@@ -1034,6 +1035,23 @@ SERVICE_EDGES_1M = Table(
     shard_key="cityHash64(Caller, Callee)",
 )
 
+# Leader leases (see vigil.store.lease): claims per lease name, the highest Version winning,
+# read with FINAL. Sharded by name so every claim on one lease is on one shard.
+LEASES = Table(
+    name="leases",
+    columns="""
+    Name String,
+    Holder String,
+    ExpiresAt DateTime64(3, 'UTC'),
+    Version UInt64""",
+    engine="ReplacingMergeTree",
+    version_column="Version",
+    order_by="Name",
+    # No deduplication window: two claims must never be dropped as one retried insert.
+    settings="index_granularity = 8192",
+    shard_key="cityHash64(Name)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -1058,6 +1076,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (ALERTS, ALERT_GROUPS, ALERT_OUTBOX, SILENCES, ALERT_RULES),
     ),
     Migration(11, "per-minute calls between services", (SERVICE_EDGES_1M,)),
+    Migration(12, "leader leases", (LEASES,)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
