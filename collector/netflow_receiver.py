@@ -120,6 +120,7 @@ class NetflowReceiver:
         self.status_interval_s = status_interval_s
         self.max_batch_flows = max_batch_flows
         self.decoder = NetflowDecoder(config)
+        self._evictions_logged = 0
         self._forwarder = Forwarder(consumer, "NetFlow", MAX_RETAINED_FLOWS)
         self._sockets: list[socket.socket] = []
         self._pending: list[pa.Table] = []
@@ -221,6 +222,14 @@ class NetflowReceiver:
                 batches.append(RowBatch("flows", enrich(flows, self.prefixes.current())))
             if report:
                 self.decoder.expire()
+                if self.decoder.evicted_domains > self._evictions_logged:
+                    # Many exporters or forged sources: VIGIL_NETFLOW_ALLOWED_SOURCES keeps the latter out.
+                    logger.warning(
+                        "flow exporter state reached its cap of %d (exporter, domain) pairs: %d least recently "
+                        "seen forgotten so far",
+                        self.decoder.config.max_domains, self.decoder.evicted_domains,
+                    )  # fmt: skip
+                    self._evictions_logged = self.decoder.evicted_domains
                 statuses = self.decoder.exporters()
                 refused = self.allowlist.refused() if self.allowlist is not None else {}
                 if statuses or refused:

@@ -53,6 +53,7 @@ PROBLEM_CATEGORIES: Final = (
     "bad_template",  # an unusable (options) template: zero-length field, overrun, bad ids or counts
     "bad_record",  # a variable-length field running past its data set
     "template_missing",  # a held data set given up: its template did not arrive in time or room
+    "too_many_templates",  # a new template beyond NetflowConfig.max_templates_per_domain
     "internal",  # a bug in this decoder, caught so that one packet cannot stop the receiver
 )
 
@@ -127,6 +128,11 @@ class NetflowConfig:
     template_timeout_s: float = 1800.0
     pending_timeout_s: float = 10.0
     max_pending_bytes: int = 4 * 1024 * 1024
+    # Exporter addresses and domain ids come from the wire (UDP sources are easy to forge), so the
+    # state they create is bounded: the least recently seen domain makes room for a new one, and a
+    # domain's templates beyond the cap are refused (real exporters use a handful).
+    max_domains: int = 4096
+    max_templates_per_domain: int = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +394,7 @@ class NetflowDecoder:
         self._next_sweep = 0.0
         self._layouts: dict[int, _Layout] = {}  # by row count
         self._layout_bytes = 0
+        self.evicted_domains = 0  # domains forgotten to stay under `max_domains`
 
     # -- public --
 
@@ -462,12 +469,22 @@ class NetflowDecoder:
     def _domain(self, key: _DomainKey, now: float) -> _Domain:
         domain = self._domains.get(key)
         if domain is None:
+            if len(self._domains) >= self.config.max_domains:
+                self._evict_least_recent_domain()
             host = self._hosts.get(key[0])
             if host is None:
                 host = self._hosts[key[0]] = _host(key[0])
             domain = self._domains[key] = _Domain(host, key[1], key[2], first_seen=now)
         domain.last_seen = now
         return domain
+
+    def _evict_least_recent_domain(self) -> None:
+        # A scan, not an LRU structure: it runs only when a new domain arrives at the cap.
+        key = min(self._domains, key=lambda k: self._domains[k].last_seen)
+        del self._domains[key]
+        self.evicted_domains += 1
+        if not any(k[0] == key[0] for k in self._domains):
+            self._hosts.pop(key[0], None)
 
     def _plan(self, fields: tuple[_Field, ...]) -> _Plan:
         plan = self._plans.get(fields)
@@ -680,6 +697,10 @@ class NetflowDecoder:
         problem = _template_problem(kind, tid, fields, ipfix)
         if problem:
             out.problem(domain, "bad_template", problem)
+            return pos, False
+        if tid not in domain.templates and len(domain.templates) >= self.config.max_templates_per_domain:
+            limit = self.config.max_templates_per_domain
+            out.problem(domain, "too_many_templates", f"{kind} {tid} refused: the domain already has {limit}")
             return pos, False
         self._store(domain, tid, _Template(fields, scope_count, options, _min_length(fields), now, None))
         return pos, True

@@ -692,7 +692,8 @@ def test_short_packets_and_unknown_versions_are_reported(
 
 def test_problem_categories_are_the_documented_ones() -> None:
     assert PROBLEM_CATEGORIES == ("truncated", "bad_version", "bad_length", "set_length", "reserved_set",
-                                  "bad_template", "bad_record", "template_missing", "internal")  # fmt: skip
+                                  "bad_template", "bad_record", "template_missing", "too_many_templates",
+                                  "internal")  # fmt: skip
 
 
 # ---- exporter status -----------------------------------------------------------------------------
@@ -828,3 +829,23 @@ def test_softflowd_flows_match_the_pcap(
             assert abs(r["FlowStart"] - first) < 2 * S
             assert abs(r["FlowStart"] - r["TimeReceived"]) < 86_400 * S
             assert abs((r["FlowEnd"] - r["FlowStart"]) - (last - first)) <= 1 * MS
+
+
+def test_the_least_recently_seen_domain_makes_room_at_the_domain_cap() -> None:
+    decoder = NetflowDecoder(NetflowConfig(max_domains=2), clock=iter([1.0, 2.0, 3.0, 4.0]).__next__)
+    for source_id in (1, 2):
+        decode(decoder, v9(template_set(9, [(260, SMALL)]), source_id=source_id))
+    decode(decoder, v9(template_set(9, [(260, SMALL)]), source_id=1))  # domain 1 seen again: 2 is the oldest
+    decode(decoder, v9(template_set(9, [(260, SMALL)]), source_id=3))
+    assert [(s.domain, s.templates) for s in decoder.exporters()] == [(1, (260,)), (3, (260,))]
+    assert decoder.evicted_domains == 1
+
+
+def test_a_new_template_beyond_the_per_domain_cap_is_refused_and_counted() -> None:
+    decoder = NetflowDecoder(NetflowConfig(max_templates_per_domain=2))
+    batch = decode(decoder, v9(template_set(9, [(260, SMALL), (261, SMALL), (262, SMALL)])))
+    assert batch.problems == [f"{HOST} v9: template 262 refused: the domain already has 2"]
+    # A template already held may still be refreshed or replaced at the cap.
+    assert decode(decoder, v9(template_set(9, [(261, FULL_V9)]))).problems == []
+    (status,) = decoder.exporters()
+    assert (status.templates, status.malformed) == ((260, 261), {"too_many_templates": 1})
