@@ -144,8 +144,11 @@ def test_of_two_detect_replicas_one_runs_and_the_other_takes_over_when_it_stops(
     settings = {**vigil_settings, "lease_ttl": "1s"}
     first = roles.start({"detect"}, **settings)
     second = roles.start({"detect"}, **settings)
-    # A detect replica listens on nothing.
-    assert first.ports == second.ports == Ports(http=0, otlp_http=0, otlp_grpc=0)
+    # A detect replica listens only for its probes.
+    for replica in (first, second):
+        assert replica.ports == Ports(http=replica.ports.http, otlp_http=0, otlp_grpc=0)
+        assert httpx.get(f"http://127.0.0.1:{replica.ports.http}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{replica.ports.http}/api/v1/services").status_code == 404
     assert wait_for(lambda: leading(first) or leading(second))
     # Several standby polls: the lease stays where it is and no second engine starts.
     time.sleep(2.0)

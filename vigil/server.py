@@ -11,9 +11,10 @@ dashboards) to wire them; the import contracts in pyproject.toml exempt it and `
   VIGIL_HTTP_PORT for probes. Against a ClickHouse server, collectors scale out behind a load
   balancer, each with its own log.
 - **api**: the API and pages.
-- **detect**: detectors, and the alerts that follow their findings. Split from the others it
-  runs them only while it holds the `detect` leader lease (vigil.store.lease), so replicas
-  can stand by; in `vigil serve` the process is alone and needs no lease.
+- **detect**: detectors, and the alerts that follow their findings, with /healthz and /readyz
+  on VIGIL_HTTP_PORT. Split from the others it runs them only while it holds the `detect`
+  leader lease (vigil.store.lease), so replicas can stand by; in `vigil serve` the process is
+  alone and needs no lease.
 
 Every role migrates (idempotently), so any one may start first.
 
@@ -92,8 +93,8 @@ def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
 
 
 def build_health_app(reader: StoreReader) -> FastAPI:
-    """Only /healthz and /readyz: what a collector serves on VIGIL_HTTP_PORT for its probes."""
-    app = FastAPI(title="Vigil collector", docs_url=None, redoc_url=None, openapi_url=None)
+    """Only /healthz and /readyz: what a collector or detector serves on VIGIL_HTTP_PORT for its probes."""
+    app = FastAPI(title="Vigil probes", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.reader = reader
     app.include_router(health.router)
     return app
@@ -211,15 +212,15 @@ class Vigil:
         http_port = otlp_http = otlp_grpc = 0
         statsd_port: int | None = None
         netflow_ports: tuple[int, int] | None = None
-        if roles & {"collector", "api"}:
+        if roles:  # every role answers probes; only api serves the API and pages
             # Not shared: a second server on the web port is a mistake to report, not to balance.
             web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
             http_port = web_socket.getsockname()[1]
         if "collector" in roles:
             otlp_grpc, otlp_http, statsd_port, netflow_ports = await self._start_collectors()
         web_app: FastAPI | None = None
-        if roles & {"collector", "api"}:
-            # A collector alone serves its probes only; the API and pages are the api role's.
+        if roles:
+            # A collector or detector alone serves its probes only; the API and pages are the api role's.
             web_app = build_web_app(settings, reader) if "api" in roles else build_health_app(reader)
             config = uvicorn.Config(web_app, log_level="warning", access_log=False, lifespan="off")
             self._web = EmbeddedServer(config)
