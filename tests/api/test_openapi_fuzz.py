@@ -147,7 +147,7 @@ def test_a_body_that_is_not_utf8_is_the_declared_400(fuzzed_vigil: RunningVigil)
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=50,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     # One Vigil serves every operation, on purpose (see `fuzzed_vigil`); chDB answers vary in speed.
