@@ -9,13 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from vigil.api.deps import TimeWindow, get_reader, invalid_parameter, parse_since, time_window
-from vigil.store.log_patterns_read import LogPattern
+from vigil.store.log_patterns_read import SEVERITY_NUMBERS, LogPattern
 from vigil.store.read import LogRecord, StoreReader
 
 router = APIRouter(prefix="/api/v1", tags=["logs"])
 
 # The first severity number of each OTLP severity range (logs.proto SeverityNumber).
-SEVERITIES = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21}
+# "warning" as well as OTLP's "WARN": both spellings are common in logging libraries.
+_SEVERITY_ALIASES = {"WARNING": "WARN"}
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _DEFAULT_SINCE = "15m"
 
@@ -23,8 +24,9 @@ _DEFAULT_SINCE = "15m"
 def _min_severity(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if value.lower() in SEVERITIES:
-        return SEVERITIES[value.lower()]
+    name = _SEVERITY_ALIASES.get(value.upper(), value.upper())
+    if name in SEVERITY_NUMBERS:
+        return SEVERITY_NUMBERS[name]
     if value.isdigit() and 1 <= int(value) <= 24:
         return int(value)
     raise invalid_parameter("severity", value, "trace, debug, info, warn, error, fatal, or a number from 1 to 24")

@@ -21,6 +21,7 @@ __all__ = [
     "LogVolume",
     "PatternBucket",
     "VolumeBucket",
+    "like_contains",
     "log_patterns",
     "log_services",
     "log_volume",
@@ -228,7 +229,7 @@ class LogVolume:
     buckets: list[VolumeBucket]
 
 
-def _contains(text: str) -> str:
+def like_contains(text: str) -> str:
     """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -393,7 +394,7 @@ def _raw_volume(
         service=service or "",
         template_id=template_id or 0,
         severity=min_severity or 0,
-        pattern=_contains((text or "").lower()),
+        pattern=like_contains((text or "").lower()),
         trace_id=trace_id or "",
         classes=list(SEVERITY_CLASSES),
     )

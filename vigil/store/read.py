@@ -25,7 +25,7 @@ from vigil.store.flows_read import (
     throughput,
     top_talkers,
 )
-from vigil.store.log_patterns_read import LogPattern, log_patterns
+from vigil.store.log_patterns_read import LogPattern, like_contains, log_patterns
 from vigil.store.metrics_read import MetricInfo, MetricQuery, Series, metric_catalog, metric_series, metric_types
 from vigil.store.trace_search import StatusFilter, TraceSearch, TraceSummary, search_traces
 
@@ -237,7 +237,7 @@ class StoreReader:
             params["severity"] = min_severity
         if text:
             conditions.append("lower(Body) LIKE {pattern:String}")
-            params["pattern"] = _like_pattern(text.lower())
+            params["pattern"] = like_contains(text.lower())
         if trace_id:
             conditions.append("TraceId = {trace_id:String}")
             params["trace_id"] = trace_id
@@ -361,12 +361,6 @@ class StoreReader:
             end=int(bounds["end_ns"]),
         )
         return [_span_record(row) for row in rows]
-
-
-def _like_pattern(text: str) -> str:
-    """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _span_record(row: dict[str, Any]) -> SpanRecord:
