@@ -12,7 +12,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-__all__ = ["NfdumpFlow", "free_udp_port", "nfdump_flows"]
+from tests.ports import free_port
+
+__all__ = ["NfdumpFlow", "nfdump_flows"]
 
 _FORMAT = "fmt:%sa,%da,%sp,%dp,%pr,%pkt,%byt"
 
@@ -28,18 +30,12 @@ class NfdumpFlow:
     bytes: int
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def nfdump_flows(datagrams: list[bytes], timeout_s: float = 15.0) -> list[NfdumpFlow]:
     """What nfcapd stores for `datagrams` (sent from 127.0.0.1), as nfdump prints it."""
     if shutil.which("nfcapd") is None or shutil.which("nfdump") is None:
         raise FileNotFoundError("nfdump is not installed (apt-get install nfdump)")
     with tempfile.TemporaryDirectory(prefix="nfcapd") as store:
-        port = free_udp_port()
+        port = free_port()
         command = ["timeout", "-k", "2", "-s", "TERM", str(timeout_s), "nfcapd", "-b", "127.0.0.1", "-p", str(port),
                    "-w", store, "-t", "60"]  # fmt: skip
         nfcapd = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

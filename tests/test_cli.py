@@ -16,17 +16,12 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from tests.conftest import RunningVigil
+from tests.ports import free_port
 from tests.spans import now_ns, raw_request
 from vigil.cli import _release_demo_version
 from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
 
 VIGIL = [sys.executable, "-m", "vigil.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def vigil_env(data: Path) -> dict[str, str]:

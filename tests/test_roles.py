@@ -19,6 +19,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.conftest import RunningVigil
+from tests.ports import free_port
 from tests.spans import checkout_trace, expected_span, trace_id_of
 from vigil.server import Ports, Vigil
 from vigil.settings import load_settings
@@ -62,12 +63,6 @@ def roles() -> Iterator[Roles]:
         yield started
     finally:
         started.stop_all()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def can_bind(port: int) -> bool:

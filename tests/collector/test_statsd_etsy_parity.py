@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
 from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,8 +95,8 @@ class EtsyDaemon:
         self.out = workdir / "flushes.jsonl"
         backend = workdir / "json_backend.js"
         backend.write_text(JSON_BACKEND)
-        self.port = _free_port(socket.SOCK_DGRAM)
-        self.mgmt_port = _free_port(socket.SOCK_STREAM)
+        self.port = free_port()
+        self.mgmt_port = free_port()
         config = workdir / "etsy.js"
         config.write_text(
             json.dumps(
@@ -159,12 +160,6 @@ class EtsyDaemon:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-
-
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
