@@ -34,6 +34,7 @@ from clickhouse_connect.driver.client import Client
 from vigil.alerts.rules import DEFAULT_RULES, SEVERITY_RANK, AlertRule, matching, parse_rules
 from vigil.alerts.slack import SlackSender
 from vigil.alerts.slack_message import AlertView, alert_message, resolution_reply, resolved_message
+from vigil.self_metrics import AlertMetrics
 from vigil.settings import Settings
 from vigil.store.alerts import AlertGroup, AlertState, AlertStore, Notification, Silence
 from vigil.store.findings import Finding, FindingQuery, FindingStore
@@ -315,10 +316,19 @@ class AlertEngine:
 class AlertLoop:
     """Evaluates alerts and delivers the outbox every `interval` seconds, in a thread, until stopped."""
 
-    def __init__(self, engine: AlertEngine, deliver: Callable[[], object] | None, *, interval: float) -> None:
+    def __init__(
+        self,
+        engine: AlertEngine,
+        deliver: Callable[[], object] | None,
+        *,
+        interval: float,
+        metrics: AlertMetrics | None = None,
+    ) -> None:
         self.engine = engine
         self.deliver = deliver
         self.interval = interval
+        # Vigil's /metrics: the outbox's undelivered notifications, counted after each round.
+        self.metrics = metrics or AlertMetrics()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -332,6 +342,10 @@ class AlertLoop:
                 self.deliver()
             except Exception:
                 logger.exception("alert delivery failed; the outbox keeps the notifications")
+        try:
+            self.metrics.outbox(*self.engine.store.outbox_backlog())
+        except Exception:
+            logger.exception("counting the undelivered notifications failed; retrying next round")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="vigil-alerts", daemon=True)
@@ -347,9 +361,12 @@ class AlertLoop:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        self.metrics.forget()
 
 
-def build_alert_loop(settings: Settings, client: Client, database: str) -> AlertLoop:
+def build_alert_loop(
+    settings: Settings, client: Client, database: str, metrics: AlertMetrics | None = None
+) -> AlertLoop:
     """Alerts as `settings` ask: evaluated every interval, delivered to Slack when it is configured."""
     engine = AlertEngine(
         client,
@@ -366,4 +383,4 @@ def build_alert_loop(settings: Settings, client: Client, database: str) -> Alert
             base_url=settings.slack_base_url,
             webhook_url=settings.slack_webhook_url,
         )
-    return AlertLoop(engine, sender.deliver if sender else None, interval=settings.alert_interval)
+    return AlertLoop(engine, sender.deliver if sender else None, interval=settings.alert_interval, metrics=metrics)

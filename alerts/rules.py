@@ -43,7 +43,7 @@ from vigil.store.monitors import MonitorSpec, parse_monitor
 __all__ = ["DEFAULT_RULES", "SEVERITY_RANK", "AlertRule", "load_rules_file", "matching", "parse_rules"]
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-_KINDS = ("service_regression", "replication_lag", "log_pattern", "network", "slo_burn", "monitor")
+_KINDS = ("service_regression", "replication_lag", "log_pattern", "network", "slo_burn", "monitor", "self_monitoring")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

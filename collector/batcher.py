@@ -19,7 +19,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from opentelemetry import metrics
 
 from vigil.collector._component import RowsConsumer
 from vigil.errors import Backpressure, ConfigError, VigilError
@@ -54,7 +53,7 @@ class BatcherConfig:
 
 @dataclass(slots=True)
 class BatcherStats:
-    """Running counts, also published as OpenTelemetry metrics."""
+    """Running counts; the collector's snapshot reads `queued_rows` for Vigil's /metrics."""
 
     queued_rows: int = 0
     written_rows: int = 0
@@ -102,14 +101,6 @@ class Batcher:
         self._stats = BatcherStats()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        meter = metrics.get_meter("vigil.collector.batcher")
-        self._written_counter = meter.create_counter("vigil.batcher.rows_written", unit="{row}")
-        self._refused_counter = meter.create_counter("vigil.batcher.rows_refused", unit="{row}")
-        meter.create_observable_gauge(
-            "vigil.batcher.rows_queued",
-            callbacks=[lambda _options: [metrics.Observation(self.stats().queued_rows)]],
-            unit="{row}",
-        )
 
     def start(self) -> None:
         with self._lock:
@@ -163,8 +154,6 @@ class Batcher:
                 raise Backpressure("the collector is shutting down; retry against another instance", 1.0)
             if rows and self._queued_rows_locked() + rows > self.config.max_queue_rows:
                 self._stats.refused_rows += rows
-                for batch in batches:
-                    self._refused_counter.add(batch.num_rows, {"table": batch.table})
                 raise Backpressure(
                     f"the write queue is full ({self.config.max_queue_rows} rows); retry after a second",
                     1.0,
@@ -248,8 +237,6 @@ class Batcher:
                 self._stats.inserts += 1
             else:
                 self._stats.failed_rows += pending.rows
-        if error is None:
-            self._written_counter.add(pending.rows)
         for future in pending.futures:
             if error is None:
                 future.set_result(None)

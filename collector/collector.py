@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
+from vigil.auth import AuthConfig, Tokens
 from vigil.collector.batcher import Batcher, BatcherConfig
 from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.decode_pool import DecodePool
@@ -30,10 +31,13 @@ from vigil.collector.log_templating import LogTemplater
 from vigil.collector.netflow_receiver import NetflowReceiver
 from vigil.collector.otlp_grpc import OtlpGrpcReceiver
 from vigil.collector.otlp_http import create_otlp_http_app
+from vigil.collector.request_dedup import JOURNAL_SUFFIX, DedupConfig, RequestDedup
+from vigil.collector.self_monitoring import CountingSubmitter
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.statsd_receiver import StatsdReceiver
 from vigil.collector.wal import WalCapacity, WriteAheadLog
 from vigil.collector.writer import WalWriter
+from vigil.self_metrics import CollectorSnapshot, PipelineCounts
 
 __all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "bind_tcp"]
 
@@ -67,6 +71,10 @@ class CollectorConfig:
     # Comma-separated CIDRs flow exporters may send from (VIGIL_NETFLOW_ALLOWED_SOURCES); empty: any source.
     netflow_allowed_sources: str = ""
     prefix_file: str = ""
+    # Retried OTLP requests recognised within this window (VIGIL_DEDUP_WINDOW; window 0: off).
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    # API tokens (VIGIL_AUTH, VIGIL_TOKENS, VIGIL_TOKENS_FILE): OTLP senders need the ingest scope.
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -115,11 +123,19 @@ class Collector:
         self._http_task: asyncio.Task[None] | None = None
         self._statsd: StatsdReceiver | None = None
         self._netflow: NetflowReceiver | None = None
+        self._dedup: RequestDedup | None = None
+        # What this collector received, refused and wrote (Vigil's /metrics). The UDP receivers
+        # are kept after shutdown too, so the last snapshot still has their counts.
+        self.counts = PipelineCounts()
+        self._counted_statsd: StatsdReceiver | None = None
+        self._counted_netflow: NetflowReceiver | None = None
 
     async def start(self) -> None:
         config = self.config
         wal = WriteAheadLog(Path(config.wal_root) / config.wal_name, fsync=config.wal_fsync)
-        writer = WalWriter(wal, WalCapacity(Path(config.wal_root), config.max_wal_bytes), self.on_append)
+        writer = WalWriter(
+            wal, WalCapacity(Path(config.wal_root), config.max_wal_bytes), self.on_append, counts=self.counts
+        )
         # The miner's state sits beside this collector's log (outside it: the inserter reads only segments).
         self._templater = LogTemplater(writer, Path(config.wal_root) / f"{config.wal_name}.templates")
         self._templater.start()
@@ -128,11 +144,19 @@ class Collector:
         )
         self._batcher.start()
         self._decode_pool.start()
-        ingest = OtlpIngest(self._decode_pool, self._batcher)
-        self._grpc = OtlpGrpcReceiver(ingest, f"{config.host}:{config.otlp_grpc_port}", config.max_grpc_message_bytes)
+        if config.dedup.window > 0:
+            # The journal sits beside this collector's log, where its siblings' journals are too.
+            journal = Path(config.wal_root) / f"{config.wal_name}{JOURNAL_SUFFIX}"
+            self._dedup = RequestDedup(config.dedup, journal)
+            self._dedup.start()
+        ingest = OtlpIngest(self._decode_pool, self._batcher, self._dedup, counts=self.counts)
+        tokens = Tokens(config.auth)
+        self._grpc = OtlpGrpcReceiver(
+            ingest, f"{config.host}:{config.otlp_grpc_port}", config.max_grpc_message_bytes, tokens
+        )
         await self._grpc.start()
         sock = bind_tcp(config.host, config.otlp_http_port, listen=True)
-        app: Starlette = create_otlp_http_app(ingest, config.max_request_bytes)
+        app: Starlette = create_otlp_http_app(ingest, config.max_request_bytes, tokens)
         self._http = EmbeddedServer(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=75)
         )
@@ -146,9 +170,10 @@ class Collector:
                 config.host,
                 config.statsd_port,
                 config.statsd,
-                self._batcher,
+                CountingSubmitter(self._batcher, self.counts, "statsd"),
                 allowed_sources=config.statsd_allowed_sources,
             )
+            self._counted_statsd = self._statsd
             await self._statsd.start()
         if config.netflow_ports is not None:
             prefixes = ReloadingPrefixMap(config.prefix_file or None)
@@ -157,10 +182,28 @@ class Collector:
                 config.netflow_ports,
                 config.netflow,
                 prefixes,
-                self._batcher,
+                CountingSubmitter(self._batcher, self.counts, "flows", accepted_table="flows"),
                 allowed_sources=config.netflow_allowed_sources,
             )
+            self._counted_netflow = self._netflow
             await self._netflow.start()
+
+    def snapshot(self) -> CollectorSnapshot:
+        """This collector's counts since it started (Vigil's /metrics and its self-monitoring)."""
+        batcher = self._batcher
+        snapshot = self.counts.snapshot(queued_rows=batcher.stats().queued_rows if batcher is not None else 0)
+        if self._counted_statsd is not None:
+            # StatsD items are lines, counted by the aggregator; its refusals and losses by CountingSubmitter.
+            lines = self._counted_statsd.aggregator.stats()
+            snapshot.accepted["statsd"] += lines.lines - lines.bad_lines
+            snapshot.rejected["statsd"] += lines.bad_lines
+            snapshot.dropped["statsd"] += self._counted_statsd.stats().rows_dropped
+        if self._counted_netflow is not None:
+            snapshot.rejected["flows"] += self._counted_netflow.problems
+            snapshot.dropped["flows"] += self._counted_netflow.dropped()
+        if self._dedup is not None:
+            snapshot.deduplicated_requests = self._dedup.deduplicated
+        return snapshot
 
     async def shutdown(self) -> None:
         """Stop receiving, then write everything acknowledged-to-be into the log. Idempotent."""
@@ -184,3 +227,5 @@ class Collector:
             await asyncio.to_thread(self._templater.shutdown)
             self._templater = None
         await asyncio.to_thread(self._decode_pool.shutdown)
+        if self._dedup is not None:
+            self._dedup.shutdown()

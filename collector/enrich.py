@@ -14,8 +14,10 @@ Prefixes are written as networks with their length (``10.0.0.0/8``, ``2001:db8::
 Everything wrong with a file is reported at once, each problem with its line number and the fix.
 
 `enrich` fills SrcPrefix/SrcCustomer/SrcSite and DstPrefix/DstCustomer/DstSite; "" means unknown
-(no prefix matched, or the matching line left the field empty), as the flows schema says. Flows
-repeat addresses heavily, so each distinct address of a batch is looked up once.
+(no prefix matched, or the matching line left the field empty), as the flows schema says. Prefixes
+nest or are disjoint, so a map is kept as the sorted starts of the address ranges that have one most
+specific prefix each; a batch's distinct addresses are found among them with one `numpy.searchsorted`
+and the answers taken back to the rows, with no Python work per address.
 
 `ReloadingPrefixMap` re-reads the file when it changes. Replace the file atomically (write a new
 file, then rename it over the old one) so that a half-written file is never read.
@@ -31,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import csv
 import ipaddress
 import logging
@@ -42,9 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import radix  # type: ignore[import-untyped]
 import yaml  # type: ignore[import-untyped]
 
 from vigil.errors import ConfigError
@@ -67,7 +71,9 @@ ENRICHED_COLUMNS = (
     ("DstAddr", ("DstPrefix", "DstCustomer", "DstSite")),
 )
 _FIELDS = ("cidr", "customer", "site")
-_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+# IPv4 lives at ::ffff:0:0/96 in the 16-byte addresses flows store.
+_V4_MAPPED = 0xFFFF << 32
+_ADDRESS_SPACE = 1 << 128
 # Problems listed in one error; a generated file with a systematic mistake would otherwise flood the log.
 _MAX_PROBLEMS = 20
 _YAML_NULL = "tag:yaml.org,2002:null"
@@ -119,19 +125,52 @@ class _Row:
 class PrefixMap:
     """An immutable set of prefixes with their customer and site, for longest-prefix lookups."""
 
-    __slots__ = ("_count", "_v4", "_v6")
+    __slots__ = ("_columns", "_count", "_labels", "_matches", "_starts", "_starts_array")
 
     def __init__(self, entries: Iterable[tuple[_Network, Match]] = ()) -> None:
         """Build from validated entries; use `load`, `from_text` or `empty` instead."""
-        # py-radix keeps IPv4 and IPv6 apart anyway; a separate IPv4 tree is what lets the last 4 bytes
-        # of a mapped address be looked up directly.
-        self._v4 = radix.Radix()
-        self._v6 = radix.Radix()
-        self._count = 0
+        self._matches: list[Match] = []
+        # (first address, prefix length, label) in the 16-byte space, IPv4 mapped. Label -1, at
+        # ::ffff:0:0/96 itself, is a hole: an IPv6 prefix such as ::/0 holds those addresses as bytes,
+        # but IPv6 prefixes are for IPv6 traffic, so IPv4 addresses no IPv4 prefix holds match nothing.
+        spans = [(_V4_MAPPED, 96, -1)]
         for network, match in entries:
-            tree = self._v4 if network.version == 4 else self._v6
-            tree.add(str(network)).data["m"] = match
-            self._count += 1
+            offset, extra = (_V4_MAPPED, 96) if network.version == 4 else (0, 0)
+            spans.append((offset | int(network.network_address), extra + network.prefixlen, len(self._matches)))
+            self._matches.append(match)
+        self._count = len(self._matches)
+        # Outer prefixes first (the hole before an IPv4 0.0.0.0/0 on the same range); prefixes nest or
+        # are disjoint, so one pass with a stack of the open ones cuts the space into ranges.
+        spans.sort(key=lambda span: (span[0], span[1], span[2] >= 0))
+        starts, labels = [0], [-1]
+        open_: list[tuple[int, int]] = []  # (end, label), innermost last
+
+        def mark(at: int, label: int) -> None:
+            if starts[-1] == at:
+                labels[-1] = label
+            else:
+                starts.append(at)
+                labels.append(label)
+
+        for start, length, label in spans:
+            while open_ and open_[-1][0] <= start:
+                end, _ = open_.pop()
+                mark(end, open_[-1][1] if open_ else -1)
+            mark(start, label)
+            open_.append((start + (1 << (128 - length)), label))
+        while open_:
+            end, _ = open_.pop()
+            if end < _ADDRESS_SPACE:
+                mark(end, open_[-1][1] if open_ else -1)
+        self._starts = [start.to_bytes(16, "big") for start in starts]
+        # Big-endian bytes compare as the numbers do, so numpy searches these as fixed-width strings.
+        self._starts_array = np.array(self._starts, "S16")
+        # A range's match; no match points one past the prefixes, at the "" that ends each column.
+        self._labels: npt.NDArray[np.int32] = np.array([self._count if x < 0 else x for x in labels], np.int32)
+        self._columns = tuple(
+            pa.array([*(getattr(m, name) for m in self._matches), ""], pa.string())
+            for name in ("prefix", "customer", "site")
+        )
 
     @classmethod
     def empty(cls) -> PrefixMap:
@@ -182,11 +221,21 @@ class PrefixMap:
         """The most specific prefix holding a 16-byte address (IPv4 mapped as ::ffff:a.b.c.d), or None."""
         if len(address16) != 16:
             raise ValueError(f"addresses are 16 bytes (IPv4 mapped into IPv6), got {len(address16)}")
-        if address16[:12] == _V4_MAPPED:
-            node = self._v4.search_best(packed=address16[12:])
-        else:
-            node = self._v6.search_best(packed=address16)
-        return None if node is None else node.data["m"]
+        label = int(self._labels[bisect.bisect_right(self._starts, address16) - 1])
+        return self._matches[label] if label < self._count else None
+
+    def tag(self, addresses: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+        """The prefix, customer and site of each 16-byte address ("" where none matches, or for null).
+
+        Each distinct address is searched once, all of them in one `numpy.searchsorted`.
+        """
+        encoded = pc.dictionary_encode(addresses)
+        distinct = encoded.dictionary  # no nulls: a null address has a null index instead
+        keys = np.frombuffer(distinct.buffers()[1], "S16", count=len(distinct), offset=distinct.offset * 16)
+        found = pa.array(self._labels[np.searchsorted(self._starts_array, keys, side="right") - 1])
+        labels = pc.take(found, encoded.indices).fill_null(self._count)
+        prefix, customer, site = (pc.take(column, labels) for column in self._columns)
+        return prefix, customer, site
 
     def __len__(self) -> int:
         return self._count
@@ -198,8 +247,7 @@ class PrefixMap:
 def enrich(flows: pa.Table, prefixes: PrefixMap) -> pa.Table:
     """`flows` (FLOWS_ARROW_SCHEMA) with the prefix, customer and site of both ends filled ("" = unknown).
 
-    Existing values in those columns are replaced. Both address columns are dictionary-encoded
-    together, the distinct addresses looked up once each, and the results taken back to the rows.
+    Existing values in those columns are replaced (see `PrefixMap.tag`).
     """
     if not flows.schema.equals(FLOWS_ARROW_SCHEMA):
         raise ValueError("enrich takes flow rows in FLOWS_ARROW_SCHEMA")
@@ -208,21 +256,9 @@ def enrich(flows: pa.Table, prefixes: PrefixMap) -> pa.Table:
         blank = pa.nulls(n, pa.string()).fill_null("")
         per_end = [(blank, blank, blank)] * len(ENRICHED_COLUMNS)
     else:
+        # Both ends at once: flows share addresses between their sources and destinations.
         addresses = pa.concat_arrays([chunk for address, _ in ENRICHED_COLUMNS for chunk in flows[address].chunks])
-        encoded = pc.dictionary_encode(addresses)
-        values: tuple[list[str], list[str], list[str]] = ([], [], [])
-        lookup = prefixes.lookup
-        for address in encoded.dictionary.to_pylist():
-            match = lookup(address)
-            if match is None:
-                for column in values:
-                    column.append("")
-            else:
-                values[0].append(match.prefix)
-                values[1].append(match.customer)
-                values[2].append(match.site)
-        # A null address has a null index, so its row takes a null, then "".
-        filled = [pc.take(pa.array(column, pa.string()), encoded.indices).fill_null("") for column in values]
+        filled = prefixes.tag(addresses)
         per_end = [tuple(column.slice(end * n, n) for column in filled) for end in range(len(ENRICHED_COLUMNS))]
     for (_, names), columns in zip(ENRICHED_COLUMNS, per_end, strict=True):
         for name, column in zip(names, columns, strict=True):

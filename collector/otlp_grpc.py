@@ -3,7 +3,8 @@
 The method is registered with a pass-through deserializer, so the request arrives as raw
 bytes and is decoded by the decode pool (in worker processes) rather than parsed into
 Python objects on the event loop. Errors map as the OTLP specification says: bad data is
-INVALID_ARGUMENT with ``BadRequest``; a full pipeline is RESOURCE_EXHAUSTED and a store
+INVALID_ARGUMENT with ``BadRequest``; a missing or unknown bearer token UNAUTHENTICATED and
+one without the ``ingest`` scope PERMISSION_DENIED (when auth is on); a full pipeline is RESOURCE_EXHAUSTED and a store
 outage UNAVAILABLE, both with ``RetryInfo`` so clients retry after the delay. Messages
 over the size limit are refused by grpcio itself with RESOURCE_EXHAUSTED (no RetryInfo:
 not retryable).
@@ -21,6 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from vigil.auth import Tokens, ingest_refusal
 from vigil.collector.decode.otlp import PROTOBUF, Signal
 from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import Backpressure, PermanentError, RetryableError
@@ -51,6 +53,8 @@ def _status(code: int, message: str, retry_after_s: float | None = None) -> grpc
     return rpc_status.to_status(status)
 
 
+_HOW_TO_SEND = "`authorization: Bearer <secret>` metadata"
+
 _Context = grpc.aio.ServicerContext[bytes, Message]
 
 
@@ -63,8 +67,10 @@ async def _abort(context: _Context, status: grpc.Status) -> NoReturn:
 class OtlpGrpcReceiver:
     """A grpc.aio server on `address` (``host:port``) serving the OTLP Export methods."""
 
-    def __init__(self, ingest: OtlpIngest, address: str, max_message_bytes: int) -> None:
+    def __init__(self, ingest: OtlpIngest, address: str, max_message_bytes: int, tokens: Tokens | None = None) -> None:
         self.ingest = ingest
+        # With auth on, callers send `authorization: Bearer <secret>` metadata with the ingest scope.
+        self.tokens = tokens if tokens is not None and tokens.required else None
         self.address = address
         self.max_message_bytes = max_message_bytes
         self.port = 0
@@ -72,6 +78,8 @@ class OtlpGrpcReceiver:
 
     def _handler(self, signal: Signal) -> Callable[[bytes, _Context], Awaitable[Message]]:
         async def export(body: bytes, context: _Context) -> Message:
+            if self.tokens is not None:
+                await self._authorize(signal, context)
             try:
                 result = await self.ingest.export(signal, "grpc", body, PROTOBUF, None)
             except PermanentError as exc:
@@ -89,6 +97,15 @@ class OtlpGrpcReceiver:
             return export_response(signal, result)
 
         return export
+
+    async def _authorize(self, signal: Signal, context: _Context) -> None:
+        assert self.tokens is not None
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        refusal = ingest_refusal(self.tokens, authorization if isinstance(authorization, str) else None, _HOW_TO_SEND)
+        if refusal is not None:
+            self.ingest.counts.unauthorized(signal)
+            code = code_pb2.PERMISSION_DENIED if refusal.authenticated else code_pb2.UNAUTHENTICATED
+            await _abort(context, _status(code, refusal.message))
 
     async def start(self) -> None:
         options = [

@@ -1,7 +1,8 @@
 """OTLP/HTTP receiver: ``POST /v1/traces``, ``/v1/metrics`` and ``/v1/logs``, protobuf or JSON, plain or gzip.
 
 Status codes follow the OTLP specification: 200 (with ``partial_success`` when some items
-were rejected), 400 for a body that cannot be decoded, 413 over the size limit, 415 for
+were rejected), 400 for a body that cannot be decoded, 401 without a known bearer token and
+403 for one without the ``ingest`` scope (when auth is on), 413 over the size limit, 415 for
 other media types, 429 when the pipeline is full and 503 when the store is down, both with
 ``Retry-After``. Error bodies are ``google.rpc.Status`` in the request's own encoding.
 Chunked bodies (the Node exporters send no Content-Length) are read with the same cap.
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from vigil.auth import Tokens, ingest_refusal
 from vigil.collector.decode.otlp import JSON, Signal, media_type
 from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import (
@@ -36,6 +38,7 @@ __all__ = ["create_otlp_http_app"]
 
 logger = logging.getLogger(__name__)
 
+_HOW_TO_SEND = "Authorization: Bearer <secret>"
 # gzip of incompressible data is slightly larger than the data; allow for it on the wire.
 _WIRE_SLACK_BYTES = 64 * 1024
 
@@ -76,20 +79,39 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int) -> Starlette:
-    """The ASGI app for the OTLP/HTTP port."""
+def create_otlp_http_app(ingest: OtlpIngest, max_request_bytes: int, tokens: Tokens | None = None) -> Starlette:
+    """The ASGI app for the OTLP/HTTP port; with `tokens` requiring auth, senders need the ingest scope."""
+
+    required = tokens if tokens is not None and tokens.required else None
 
     def endpoint(signal: Signal) -> Callable[[Request], Any]:
         async def export(request: Request) -> Response:
-            content_type = request.headers.get("content-type", "")
+            unsupported: UnsupportedMediaType | None = None
             try:
-                kind = media_type(content_type)
+                kind = media_type(request.headers.get("content-type", ""))
             except UnsupportedMediaType as exc:
-                return _status_response(415, code_pb2.INVALID_ARGUMENT, str(exc), JSON)
+                kind, unsupported = JSON, exc
+            # Before the body is read, so an unauthenticated sender cannot make Vigil inflate it.
+            if required is not None and (
+                refusal := ingest_refusal(required, request.headers.get("authorization"), _HOW_TO_SEND)
+            ):
+                ingest.counts.unauthorized(signal)
+                if refusal.authenticated:
+                    return _status_response(403, code_pb2.PERMISSION_DENIED, refusal.message, kind)
+                response = _status_response(401, code_pb2.UNAUTHENTICATED, refusal.message, kind)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="vigil"'
+                return response
+            if unsupported is not None:
+                ingest.counts.reject_request(signal, "unsupported")
+                return _status_response(415, code_pb2.INVALID_ARGUMENT, str(unsupported), JSON)
             try:
                 body = await _read_body(request, max_request_bytes)
-                result = await ingest.export(signal, "http", body, kind, request.headers.get("content-encoding"))
             except PayloadTooLarge as exc:
+                ingest.counts.reject_request(signal, "too_large")  # past ingest.export, which counts its own
+                return _status_response(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), kind)
+            try:
+                result = await ingest.export(signal, "http", body, kind, request.headers.get("content-encoding"))
+            except PayloadTooLarge as exc:  # the body inflated past the limit
                 return _status_response(413, code_pb2.RESOURCE_EXHAUSTED, str(exc), kind)
             except UnsupportedMediaType as exc:
                 return _status_response(415, code_pb2.INVALID_ARGUMENT, str(exc), kind)

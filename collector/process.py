@@ -9,6 +9,7 @@ Children are spawned, never forked from a process that has chDB open and threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,8 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 
 from vigil.collector.collector import Collector, CollectorConfig
+from vigil.collector.self_monitoring import leave_snapshots, snapshot_path
+from vigil.self_metrics import write_snapshot
 
 __all__ = ["CollectorProcesses"]
 
@@ -65,12 +68,18 @@ def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, log_l
         # shutdown and sends SIGTERM when this collector's turn comes.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         collector = Collector(config)
+        # The parent serves /metrics: it reads this collector's counts from a file beside its log.
+        snapshots = snapshot_path(config.wal_root, config.wal_name)
         try:
             await collector.start()
+            snapshots.parent.mkdir(parents=True, exist_ok=True)
+            write_snapshot(snapshots, collector.snapshot())  # before ready: never an earlier run's file
             ready.set()
-            await stop.wait()
+            await leave_snapshots(collector.snapshot, snapshots, stop)
         finally:
             await collector.shutdown()
+            with contextlib.suppress(OSError):
+                write_snapshot(snapshots, collector.snapshot())  # what the drain added
 
     asyncio.run(run())
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from vigil.errors import Backpressure, StoreUnavailable
+from vigil.errors import Backpressure, RetryableError, StoreUnavailable
 from vigil.types import RowBatch
 
 __all__ = ["LOG_PREFIX", "QUARANTINE", "STORE_UNAVAILABLE_FLAG", "Segment", "WalCapacity", "WriteAheadLog"]
@@ -94,9 +94,13 @@ class WriteAheadLog:
             self._next_seq = max(numbers, default=-1) + 1
 
     def discard_unacknowledged(self) -> None:
-        """Delete segments never renamed into place: they were never acknowledged."""
-        for leftover in self.directory.glob("*.tmp"):
-            leftover.unlink()
+        """Delete segments never renamed into place: they were never acknowledged.
+
+        Only segments: an inserter (perhaps in another process, starting at the same moment) may be
+        writing an ``insert-*.json.tmp`` manifest now, and one left by a crash is simply rewritten.
+        """
+        for leftover in self.directory.glob("*.arrow.tmp"):
+            leftover.unlink(missing_ok=True)
 
     def segments(self, after: int = -1) -> list[Segment]:
         """Segments on disk with a sequence number above `after`, oldest first."""
@@ -147,10 +151,12 @@ class WriteAheadLog:
         if self.fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        # Sized before the rename: once in place, the inserter may insert and delete it at any moment.
+        size = tmp.stat().st_size
         os.replace(tmp, self.directory / segment_name)
         if self.fsync:
             _fsync_dir(self.directory)
-        return Segment(seq, batch.table, batch.num_rows, (self.directory / segment_name).stat().st_size)
+        return Segment(seq, batch.table, batch.num_rows, size)
 
     def begin_insert(self, segments: list[Segment], token: str | None = None) -> str:
         """Record the group about to be inserted and return its deduplication token.
@@ -223,15 +229,26 @@ class WalCapacity:
                 total += path.stat().st_size
         return total
 
-    def check(self) -> None:
-        if self.size_bytes() < self.max_bytes:
-            return
-        if (self.root / STORE_UNAVAILABLE_FLAG).exists():
-            raise StoreUnavailable(
+    def store_unavailable(self) -> bool:
+        """The inserter's last insert failed (ClickHouse unreachable or refusing) and none has succeeded since."""
+        return (self.root / STORE_UNAVAILABLE_FLAG).exists()
+
+    def refusal(self, size_bytes: int) -> RetryableError | None:
+        """Why the logs, holding `size_bytes`, take no more rows; None while they have room."""
+        if size_bytes < self.max_bytes:
+            return None
+        if self.store_unavailable():
+            return StoreUnavailable(
                 "ClickHouse has been unavailable and the write-ahead log is full "
                 f"({self.max_bytes} bytes); retry later",
                 5.0,
             )
-        raise Backpressure(
+        return Backpressure(
             f"the write-ahead log is full ({self.max_bytes} bytes) while inserts catch up; retry shortly", 1.0
         )
+
+    def check(self) -> None:
+        """Raise the refusal if the logs are full."""
+        refusal = self.refusal(self.size_bytes())
+        if refusal is not None:
+            raise refusal

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from opentelemetry import metrics
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from vigil.collector.wal import LOG_PREFIX, STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
 from vigil.errors import PermanentError, StoreUnavailable
+from vigil.self_metrics import InserterMetrics, PipelineCounts
 from vigil.store.write import StoreWriter
 from vigil.types import RowBatch
 
@@ -60,9 +62,14 @@ class Inserter:
         *,
         fsync: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        metrics: InserterMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.writer = writer
         self.root = Path(root)
+        # Vigil's /metrics and its own traces (a span per insert); private, unexported ones by default.
+        self.metrics = metrics or InserterMetrics()
+        self.tracer = tracer or trace.NoOpTracer()
         self.config = config or InserterConfig()
         self.fsync = fsync
         self._clock = clock
@@ -84,8 +91,6 @@ class Inserter:
         self._attempt = 0  # consecutive failed inserts, for the backoff
         self._idle = threading.Condition(self._lock)
         self._inserted_rows = 0
-        meter = metrics.get_meter("vigil.collector.inserter")
-        self._inserted = meter.create_counter("vigil.inserter.rows_inserted", unit="{row}")
 
     def start(self) -> None:
         """Recover what an earlier run left in the logs, then start inserting."""
@@ -180,6 +185,7 @@ class Inserter:
                 self._failing_since = self._clock()
             elif not failing:
                 self._failing_since = None
+        self.metrics.store_unavailable.set(1 if failing else 0)
         if failing:
             flag.touch()
         else:
@@ -216,7 +222,8 @@ class Inserter:
                     return
             except Exception:
                 # Never die silently: a dead inserter would let the logs fill while every
-                # request is still acknowledged. Say so, pause, and carry on.
+                # request is still acknowledged. Say so, count it, pause, and carry on.
+                self.metrics.failed("error")
                 logger.exception("the inserter failed; retrying in %.0f s", _LOOP_FAILURE_PAUSE_S)
                 with self._lock:
                     self._wake.wait_for(lambda: self._stopping, timeout=_LOOP_FAILURE_PAUSE_S)
@@ -248,7 +255,13 @@ class Inserter:
         log = self._logs[name]
         if token is None:
             # Recorded before the attempt, so every retry, even after a restart, uses this token.
-            token = log.begin_insert(group)
+            try:
+                token = log.begin_insert(group)
+            except Exception:
+                with self._lock:
+                    # Back in front: the rows are still in the log; the loop pauses and tries again.
+                    self._replay.insert(0, (name, None, group))
+                raise
         try:
             self._insert(log, group, token)
         except (PermanentError, ValueError, pa.ArrowInvalid, OSError) as exc:
@@ -256,7 +269,9 @@ class Inserter:
             # segment. Keep them aside for inspection and go on.
             log.quarantine([s.name for s in group], f"cannot be inserted: {exc!r}")
             log.commit_insert(group)  # the segments are in quarantine; this removes the manifest
+            self.metrics.failed("quarantined")
         except StoreUnavailable:
+            self.metrics.failed("unavailable")
             self._set_failing(True)
             with self._lock:
                 # Back in front, in order: the log keeps the rows; try again after a pause.
@@ -277,27 +292,48 @@ class Inserter:
 
     def _insert(self, log: WriteAheadLog, group: list[Segment], token: str) -> None:
         rows = sum(s.rows for s in group)
-        self.writer.insert_files(group[0].table, log.directory, [s.name for s in group], rows=rows, dedup_token=token)
+        table = group[0].table
+        attributes: dict[str, AttributeValue] = {
+            "db.system.name": "clickhouse",
+            "db.operation.name": "INSERT",
+            "db.collection.name": table,
+            "vigil.rows": rows,
+            "vigil.segments": len(group),
+            "vigil.log": log.directory.name,
+        }
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span(f"INSERT {table}", kind=trace.SpanKind.CLIENT, attributes=attributes):
+            self.writer.insert_files(table, log.directory, [s.name for s in group], rows=rows, dedup_token=token)
+        self.metrics.inserted(table, rows, time.perf_counter() - started)
         log.commit_insert(group)
         with self._lock:
             self._inserted_rows += rows
-        self._inserted.add(rows, {"table": group[0].table})
 
 
 class WalWriter:
     """The batcher's consumer: append to this collector's log, durably, before acknowledging.
 
-    `on_append` tells an inserter in the same process to look now instead of at its next scan.
+    `on_append` tells an inserter in the same process to look now instead of at its next scan;
+    `counts` (the collector's, for Vigil's /metrics) receives the rows and bytes appended.
     """
 
-    def __init__(self, wal: WriteAheadLog, capacity: WalCapacity, on_append: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        capacity: WalCapacity,
+        on_append: Callable[[], None] | None = None,
+        counts: PipelineCounts | None = None,
+    ) -> None:
         self.wal = wal
         self.capacity = capacity
         self.on_append = on_append
+        self.counts = counts
 
     def consume(self, batch: RowBatch) -> None:
         self.capacity.check()
-        self.wal.append(batch)
+        segment = self.wal.append(batch)
+        if self.counts is not None:
+            self.counts.appended(batch.table, segment.rows, segment.size)
         if self.on_append is not None:
             self.on_append()
 

@@ -24,8 +24,10 @@ __all__ = [
     "Receivers",
     "env",
     "link",
+    "may_change",
     "render",
     "render_error",
+    "signed_in",
 ]
 
 _HERE = Path(__file__).parent
@@ -187,9 +189,24 @@ def render(
         time_range=time_range,
         kept_params=kept,
         receivers=_receivers(request),
+        signed_in=signed_in(request),
         **context,
     )
     return HTMLResponse(html, status_code=status_code)
+
+
+def signed_in(request: Request) -> str | None:
+    """The name of the token a page was requested with, when auth is on (the nav shows it)."""
+    token = getattr(request.state, "token", None)
+    return token.name if token is not None else None
+
+
+def may_change(request: Request) -> bool:
+    """Whether this request may make changes from a page (silences): auth off, or an admin token."""
+    if getattr(request.app.state, "auth", None) is None:
+        return True
+    token = getattr(request.state, "token", None)
+    return token is not None and token.allows("admin")
 
 
 def render_error(request: Request, error: PageError) -> HTMLResponse:

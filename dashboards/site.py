@@ -10,11 +10,12 @@ from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import plotly
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,7 +41,7 @@ def _plotly_js() -> tuple[bytes, bytes]:
 
 def _is_api(request: Request) -> bool:
     path = request.url.path
-    return path.startswith("/api/") or path in ("/healthz", "/readyz", "/openapi.json")
+    return path.startswith("/api/") or path in ("/healthz", "/readyz", "/openapi.json", "/metrics")
 
 
 async def _delegate(
@@ -77,7 +78,13 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _is_api(request):
             return await _delegate(api_http_error, request, exc)
-        if exc.status_code == 404:
+        if exc.status_code == 401:
+            # A page asked for without signing in: to the login form, and back here after it.
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+        if exc.status_code == 403:
+            error = PageError(403, "Not allowed", str(exc.detail))
+        elif exc.status_code == 404:
             error = PageError(404, "Page not found", f"There is no page at {request.url.path}. Start from Services.")
         elif exc.status_code == 405:
             error = PageError(405, "Method not allowed", f"{request.method} is not accepted at {request.url.path}.")

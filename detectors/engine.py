@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from clickhouse_connect.driver.client import Client
+from opentelemetry import trace
 
 from vigil.detectors.canary import CanaryFinalizer
 from vigil.detectors.log_patterns import LogPatterns
@@ -15,8 +16,10 @@ from vigil.detectors.monitors import Monitors
 from vigil.detectors.network import NetworkAnomalies
 from vigil.detectors.replication import ReplicationLag
 from vigil.detectors.runner import DetectorRunner, Family
+from vigil.detectors.self_monitoring import SelfMonitoring
 from vigil.detectors.service_regressions import ServiceRegressions
 from vigil.detectors.slo import SloBurn, SloCounter
+from vigil.self_metrics import DetectorMetrics
 from vigil.settings import Settings
 from vigil.store.clickhouse_replicas import REPLICA_DELAY_METRIC, ReplicaDelaySampler
 from vigil.store.findings import FindingStore
@@ -51,6 +54,8 @@ def build_families(settings: Settings, client: Client, database: str) -> list[Fa
         )
     # Always on: with no flows it costs two small queries a minute.
     families.append(NetworkAnomalies(client, database))
+    # Vigil's own ingest lag and drops, as its collector role samples them (VIGIL_SELF_METRICS_INTERVAL).
+    families.append(SelfMonitoring(client, database, lag_threshold=settings.self_ingest_lag_threshold))
     return families
 
 
@@ -68,8 +73,13 @@ class DetectorEngine:
         canary: CanaryFinalizer | None = None,
         replicas: ReplicaDelaySampler | None = None,
         edges: ServiceEdgeRollup | None = None,
+        metrics: DetectorMetrics | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.runners = [DetectorRunner(family, store, grace=grace, clock=clock or time.time) for family in families]
+        # Vigil's /metrics (lag, round duration, failures) and its own traces (a span per round).
+        self.metrics = metrics or DetectorMetrics()
+        self.tracer = tracer or trace.NoOpTracer()
         self.canary = canary
         self.replicas = replicas
         self.edges = edges
@@ -79,7 +89,15 @@ class DetectorEngine:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, client: Client, database: str) -> DetectorEngine:
+    def from_settings(
+        cls,
+        settings: Settings,
+        client: Client,
+        database: str,
+        *,
+        metrics: DetectorMetrics | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> DetectorEngine:
         """The families `settings` turn on, with their grace and interval: `vigil serve` and `vigil detect` alike."""
         return cls(
             build_families(settings, client, database),
@@ -95,10 +113,20 @@ class DetectorEngine:
                 else None
             ),
             edges=ServiceEdgeRollup(client, database),
+            metrics=metrics,
+            tracer=tracer,
         )
 
     def run_once(self, until: float | None = None) -> int:
         """Consume every closed bucket of every family; returns buckets consumed in all."""
+        started = time.perf_counter()
+        with self.tracer.start_as_current_span("detector round") as span:
+            total = self._round(until)
+            span.set_attribute("vigil.buckets", total)
+        self.metrics.round_duration.observe(time.perf_counter() - started)
+        return total
+
+    def _round(self, until: float | None) -> int:
         total = 0
         if self.replicas is not None:
             try:
@@ -106,18 +134,25 @@ class DetectorEngine:
             except Exception:
                 logger.exception("sampling ClickHouse replica delays failed; retrying next round")
         for runner in self.runners:
+            if self._stop.is_set():
+                break  # a family not reached keeps its watermark, so the next leader judges its buckets
+            name = runner.family.name
             try:
-                total += runner.run(until)
+                with self.tracer.start_as_current_span(f"detect {name}", attributes={"vigil.detector": name}):
+                    total += runner.run(until)
             except Exception:
                 # One family failing (the store away, a bad model) must not stop the others;
                 # its watermark did not move, so the next round retries the same buckets.
-                logger.exception("detector %s failed; retrying next round", runner.family.name)
-        if self.canary is not None:
+                self.metrics.failures.labels(name).inc()
+                logger.exception("detector %s failed; retrying next round", name)
+            if runner.watermark is not None:
+                self.metrics.judged(name, runner.watermark)
+        if self.canary is not None and not self._stop.is_set():
             try:
                 self.canary.run()
             except Exception:
                 logger.exception("judging closed canary analyses failed; retrying next round")
-        if self.edges is not None:
+        if self.edges is not None and not self._stop.is_set():
             try:
                 self.edges.run(self._clock())
             except Exception:
@@ -138,3 +173,4 @@ class DetectorEngine:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.metrics.forget()  # no lag to report from an engine that stopped

@@ -436,7 +436,12 @@ def softflowd_datagrams(pcap: Path, version: int, *extra: str, wait_s: float = 8
                     raise RuntimeError(f"softflowd did not open its control socket within {wait_s} s: {log}")
                 time.sleep(0.02)
             ctl = ["timeout", "-k", "1", "3", "softflowctl", "-c", str(workdir / "ctl")]
-            subprocess.run([*ctl, "statistics"], capture_output=True, timeout=5, check=True)
+            # The socket file appears at bind(), before softflowd listens: retry until it answers.
+            while subprocess.run([*ctl, "statistics"], capture_output=True, timeout=5).returncode != 0:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    log = (workdir / "log").read_text(errors="replace")
+                    raise RuntimeError(f"softflowd did not answer softflowctl within {wait_s} s: {log}")
+                time.sleep(0.05)
             time.sleep(0.3)  # let it read the pcap before it is told to export and exit
             subprocess.run([*ctl, "shutdown"], capture_output=True, timeout=5, check=False)
             datagrams: list[bytes] = []

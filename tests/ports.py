@@ -28,11 +28,23 @@ def _bindable(port: int) -> bool:
     return True
 
 
+# Handed out by this process: a caller often asks for several ports before its peer binds any,
+# and a port still free is not yet taken, so free_port must not hand it out twice.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 for TCP and UDP, outside the ephemeral range, in this worker's block."""
+    """A port free on 127.0.0.1 for TCP and UDP, outside the ephemeral range, in this worker's block.
+
+    Never one this process was given before, until the block runs out and the cycle starts over.
+    """
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or "0")
     low = _FIRST + _BLOCK * (worker % 12)
-    for port in random.sample(range(low, low + _BLOCK), _BLOCK):
-        if _bindable(port):
+    block = range(low, low + _BLOCK)
+    if _handed_out.issuperset(block):
+        _handed_out.clear()
+    for port in random.sample(block, _BLOCK):
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
             return port
     raise RuntimeError(f"no free port in {low}-{low + _BLOCK - 1}")

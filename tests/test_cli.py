@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RunningVigil
 from tests.ports import free_port
@@ -41,10 +42,14 @@ def vigil_env(data: Path) -> dict[str, str]:
     return env
 
 
-def wait_ready(env: dict[str, str], process: subprocess.Popen[str], timeout_s: float = 60) -> None:
+def wait_ready(
+    env: dict[str, str], process: subprocess.Popen[str], timeout_s: float = 60, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
+        if process.poll() is not None:
+            said = log.read_text(errors="replace") if log is not None else process.communicate()[1]
+            raise AssertionError(f"vigil serve exited with {process.returncode}: {said}")
         try:
             if httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/readyz", timeout=1).status_code == 200:
                 return
@@ -62,21 +67,31 @@ def serve(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[subprocess.Pope
     for process in processes:
         if process.poll() is None:
             process.kill()
-        process.communicate(timeout=30)
+        process.wait(timeout=30)
+
+
+# Each started Vigil's log, by pid. A file, not a pipe: a pipe nobody reads until the stop fills
+# up with a busy Vigil's log lines and blocks it mid-test.
+_LOGS: dict[int, Path] = {}
 
 
 def start(env: dict[str, str], processes: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
-    process = subprocess.Popen([*VIGIL, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    log = Path(env["VIGIL_CLICKHOUSE_URL"].removeprefix("chdb://")).parent / f"vigil-{len(processes)}.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([*VIGIL, "serve"], env=env, stderr=stderr, stdout=subprocess.DEVNULL, text=True)
     processes.append(process)
-    wait_ready(env, process)
+    _LOGS[process.pid] = log
+    wait_ready(env, process, log=log)
     return process
 
 
 def stop(process: subprocess.Popen[str]) -> str:
+    """SIGTERM, and the log of a clean stop."""
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
-    return stderr
+    process.wait(timeout=30)
+    log = _LOGS.pop(process.pid).read_text(errors="replace")
+    assert process.returncode == 0, log
+    return log
 
 
 @pytest.mark.slow
@@ -84,6 +99,7 @@ def test_spans_written_before_a_restart_are_there_after_it(
     serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
 ) -> None:
     env, processes = serve
+    env["VIGIL_COLLECTOR_PROCESSES"] = "0"  # the restart is the point; collector processes have their own tests
     first = start(env, processes)
     trace_id = send_one_span(env)
     first_log = stop(first)
@@ -126,16 +142,29 @@ def test_spans_acknowledged_before_a_kill_9_are_stored_after_the_restart(
 ) -> None:
     env, processes = serve
     env["VIGIL_INSERT_INTERVAL"] = "1h"  # acknowledged rows stay only in the write-ahead log
+    # In one process: tests/collector/test_faults.py kills collector processes under load.
+    env["VIGIL_COLLECTOR_PROCESSES"] = "0"
     first = start(env, processes)
     trace_id = send_one_span(env)
     first.kill()
-    first.communicate(timeout=30)  # also closes its stderr pipe
+    first.wait(timeout=30)
 
     env["VIGIL_INSERT_INTERVAL"] = "50ms"
     second = start(env, processes)
     trace = wait_for_trace(env, trace_id)
     assert [(s["name"], s["service"], s["duration_ns"]) for s in trace["spans"]] == [("op", "raw", 42)]  # type: ignore[index, attr-defined]
     assert "replaying 1 rows left in the write-ahead log by an earlier run" in stop(second)
+
+
+def accepted_spans(env: dict[str, str]) -> dict[str, float]:
+    """Spans acknowledged by each collector process, from the parent's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/metrics").text
+    return {
+        sample.labels["collector"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "vigil_receiver_accepted_items_total" and sample.labels["signal"] == "traces"
+    }
 
 
 @pytest.mark.slow
@@ -147,6 +176,13 @@ def test_two_collector_processes_share_the_otlp_ports_and_every_span_is_stored(
     vigil = start(env, processes)
     # A new connection per request, so the kernel spreads them over both collectors.
     trace_ids = [send_one_span(env) for _ in range(12)]
+    # Each collector process leaves its counts beside its log about once a second; the parent serves them.
+    for _ in range(50):
+        accepted = accepted_spans(env)
+        if sum(accepted.values()) == 12:
+            break
+        time.sleep(0.1)
+    assert (sorted(accepted), sum(accepted.values())) == (["collector-0", "collector-1"], 12.0)
     log = stop(vigil)  # drains both collectors and the logs
     assert "2 collector process(es)" in log
     restarted = start(env, processes)
@@ -154,7 +190,13 @@ def test_two_collector_processes_share_the_otlp_ports_and_every_span_is_stored(
         assert wait_for_trace(env, trace_id)["trace_id"] == trace_id
     stop(restarted)
     wal_root = Path(env["VIGIL_CLICKHOUSE_URL"].removeprefix("chdb://") + "-wal")
-    assert sorted(p.name for p in wal_root.iterdir()) == ["collector-0", "collector-1"]
+    # Each collector's log, and its journal of recent requests (to recognise retries).
+    assert sorted(p.name for p in wal_root.iterdir()) == [
+        "collector-0",
+        "collector-0.requests",
+        "collector-1",
+        "collector-1.requests",
+    ]
 
 
 def test_a_bad_setting_stops_the_start_with_the_variable_named(tmp_path: Path) -> None:
@@ -189,9 +231,63 @@ def test_a_public_bind_address_without_tokens_is_refused(tmp_path: Path) -> None
     result = subprocess.run([*VIGIL, "serve"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr == (
-        "vigil: VIGIL_BIND='0.0.0.0' is not a loopback address and no API tokens exist yet; "
-        "set VIGIL_AUTH=off to serve without authentication on a trusted network\n"
+        "vigil: VIGIL_BIND='0.0.0.0' is not a loopback address and no API tokens are configured; "
+        "set VIGIL_TOKENS or VIGIL_TOKENS_FILE (`vigil token new` makes one), or VIGIL_AUTH=off to "
+        "serve without authentication on a trusted network\n"
     )
+
+
+def new_token(name: str, scopes: str) -> tuple[str, str]:
+    """`vigil token new`: (the secret, the tokens-file entry it prints)."""
+    result = subprocess.run(
+        [*VIGIL, "token", "new", "--name", name, "--scopes", scopes], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    secret = lines[0].removeprefix("secret (shown once; give it to the holder): ")
+    entry = "\n".join(lines[3:6])
+    assert entry.startswith(f"  - name: {name}\n    scopes: [")
+    return secret, entry
+
+
+@pytest.mark.slow
+def test_tokens_from_vigil_token_new_secure_collector_processes_and_the_ci_commands(
+    serve: tuple[dict[str, str], list[subprocess.Popen[str]]], tmp_path: Path
+) -> None:
+    env, processes = serve
+    agents, agents_entry = new_token("agents", "ingest")
+    pipeline, pipeline_entry = new_token("pipeline", "ci")
+    tokens_file = tmp_path / "tokens.yaml"
+    tokens_file.write_text(f"tokens:\n{agents_entry}\n{pipeline_entry}\n")
+    assert agents not in tokens_file.read_text()  # the file holds digests only
+    env["VIGIL_TOKENS_FILE"] = str(tokens_file)
+    vigil = start(env, processes)  # /readyz stays open for probes
+
+    otlp = f"http://127.0.0.1:{env['VIGIL_OTLP_HTTP_PORT']}/v1/traces"
+    start_ns = now_ns()
+    body = raw_request([{"trace_id": os.urandom(16), "span_id": os.urandom(8), "start": start_ns, "end": start_ns + 1}])
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    # The collector process enforces the tokens it was handed, not only the parent.
+    assert httpx.post(otlp, content=body.SerializeToString(), headers=protobuf).status_code == 401
+    ingest_headers = {**protobuf, "Authorization": f"Bearer {agents}"}
+    assert httpx.post(otlp, content=body.SerializeToString(), headers=ingest_headers).status_code == 200
+
+    api = f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}"
+    mark = [*VIGIL, "deploy", "mark", "--service", "checkout", "--version", "2.0.0", "--url", api]
+    refused = subprocess.run(mark, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 4
+    assert refused.stderr == (
+        "vigil: Vigil refused the request: HTTP 401: this route needs a token with the 'ci' scope: send "
+        "Authorization: Bearer <secret>, or sign in at /login; pass --token or set VIGIL_TOKEN\n"
+    )
+    wrong_scope = subprocess.run([*mark, "--token", agents], env=env, capture_output=True, text=True, timeout=60)
+    assert wrong_scope.returncode == 4
+    assert "token 'agents' has scopes ingest; this route needs 'ci'" in wrong_scope.stderr
+    marked = subprocess.run(mark, env={**env, "VIGIL_TOKEN": pipeline}, capture_output=True, text=True, timeout=60)
+    assert marked.returncode == 0, marked.stderr
+    assert marked.stdout.endswith(": checkout 2.0.0 (full, production)\n")
+    log = stop(vigil)
+    assert agents not in log and pipeline not in log
 
 
 def test_help_lists_every_command() -> None:
@@ -201,7 +297,7 @@ def test_help_lists_every_command() -> None:
     assert result.returncode == 0
     commands_box = result.stdout.split("Commands")[1]
     commands = [line.split()[1] for line in commands_box.splitlines() if line.startswith("│ ")]
-    assert commands == ["serve", "demo", "collector", "api", "detect", "deploy", "canary", "silence"]
+    assert commands == ["serve", "demo", "collector", "api", "detect", "deploy", "canary", "silence", "token"]
 
 
 def test_detect_backfills_an_embedded_store_and_stops_when_caught_up(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from tests.conftest import RunningVigil
 from tests.ports import free_port
 from tests.spans import checkout_trace, expected_span, trace_id_of
+from tests.waiting import wait_until
 from vigil.server import Ports, Vigil
 from vigil.settings import load_settings
 
@@ -106,25 +107,22 @@ def test_a_collector_answers_its_probes_and_serves_no_api_or_pages(
 ) -> None:
     collector = roles.start({"collector"}, **vigil_settings)
     assert httpx.get(f"{collector.api}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{collector.api}/readyz").json() == {"status": "ready"}
+    # A collector's readiness follows its spill queue (the write-ahead log), here empty.
+    assert httpx.get(f"{collector.api}/readyz").json() == {
+        "status": "ready",
+        "store": "up",
+        "spill_queue_bytes": 0,
+        "spill_queue_limit": 2 * 1024**3,
+    }
     for path in ("/api/v1/services", "/api/v1/traces", "/", "/openapi.json"):
         assert httpx.get(f"{collector.api}{path}").status_code == 404, path
 
 
 def test_an_api_serves_pages_and_its_probes(roles: Roles, vigil_settings: dict[str, Any]) -> None:
     api = roles.start({"api"}, **vigil_settings)
-    assert httpx.get(f"{api.api}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{api.api}/readyz").json() == {"status": "ready", "store": "up"}
     assert httpx.get(f"{api.api}/api/v1/services").json() == []
     assert httpx.get(f"{api.api}/", follow_redirects=True).status_code == 200
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def leading(running: RunningVigil) -> bool:
@@ -136,7 +134,8 @@ def leading(running: RunningVigil) -> bool:
 def test_of_two_detect_replicas_one_runs_and_the_other_takes_over_when_it_stops(
     roles: Roles, vigil_settings: dict[str, Any]
 ) -> None:
-    settings = {**vigil_settings, "lease_ttl": "1s"}
+    # Long enough that a loaded machine cannot starve the renewals into a takeover mid-test.
+    settings = {**vigil_settings, "lease_ttl": "4s"}
     first = roles.start({"detect"}, **settings)
     second = roles.start({"detect"}, **settings)
     # A detect replica listens only for its probes.
@@ -144,7 +143,7 @@ def test_of_two_detect_replicas_one_runs_and_the_other_takes_over_when_it_stops(
         assert replica.ports == Ports(http=replica.ports.http, otlp_http=0, otlp_grpc=0)
         assert httpx.get(f"http://127.0.0.1:{replica.ports.http}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{replica.ports.http}/api/v1/services").status_code == 404
-    assert wait_for(lambda: leading(first) or leading(second))
+    assert wait_until(lambda: leading(first) or leading(second))
     # Several standby polls: the lease stays where it is and no second engine starts.
     time.sleep(2.0)
     assert [leading(first), leading(second)].count(True) == 1
@@ -153,7 +152,7 @@ def test_of_two_detect_replicas_one_runs_and_the_other_takes_over_when_it_stops(
 
     roles.stop(leader)
     assert leader.vigil.detectors is None and leader.vigil.alerts is None
-    assert wait_for(lambda: leading(standby))
+    assert wait_until(lambda: leading(standby))
 
 
 def test_serve_runs_detectors_without_a_lease(roles: Roles, vigil_settings: dict[str, Any]) -> None:

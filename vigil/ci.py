@@ -2,8 +2,10 @@
 
 `vigil deploy mark` reports a deploy; `vigil canary gate` asks for a canary verdict and exits
 by it (0 PASS, 1 FAIL, 2 INCONCLUSIVE). Every command takes `--url` (or ``VIGIL_URL``) and
-`--token` (or ``VIGIL_TOKEN``, sent as ``Authorization: Bearer``), and exits 3 when Vigil cannot
-be reached, so a pipeline can tell "Vigil is down" from "Vigil said no".
+`--token` (or ``VIGIL_TOKEN``, sent as ``Authorization: Bearer``), exits 3 when Vigil cannot
+be reached and 4 when it refuses the token, so a pipeline can tell "Vigil is down" or "the
+pipeline is misconfigured" from "Vigil said no" (a refused token must never read as a verdict,
+least of all with ``--inconclusive-exit 0``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-__all__ = ["EXIT_UNREACHABLE", "canary_app", "deploy_app", "silence_app"]
+__all__ = ["EXIT_NOT_ALLOWED", "EXIT_UNREACHABLE", "canary_app", "deploy_app", "silence_app"]
 
 EXIT_UNREACHABLE = 3
+EXIT_NOT_ALLOWED = 4
 _TIMEOUT_S = 30.0
 
 deploy_app = typer.Typer(help="Report deploys to Vigil from a pipeline.", no_args_is_help=True)
@@ -29,13 +32,18 @@ TokenOption = Annotated[str, typer.Option(envvar="VIGIL_TOKEN", help="API token,
 
 
 def request(method: str, url: str, path: str, token: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    """One API call; exits 3 (with the reason) when Vigil cannot be reached."""
+    """One API call; exits 3 (with the reason) when Vigil cannot be reached, 4 when it refuses the token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        return httpx.request(method, url.rstrip("/") + path, json=body, headers=headers, timeout=_TIMEOUT_S)
+        response = httpx.request(method, url.rstrip("/") + path, json=body, headers=headers, timeout=_TIMEOUT_S)
     except httpx.HTTPError as exc:
         typer.echo(f"vigil: cannot reach Vigil at {url}: {exc}", err=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
+    if response.status_code in (401, 403):
+        fix = "pass --token or set VIGIL_TOKEN" if not token else "use a token with the scope named"
+        typer.echo(f"vigil: Vigil refused the request: {refusal(response)}; {fix}", err=True)
+        raise typer.Exit(EXIT_NOT_ALLOWED)
+    return response
 
 
 def refusal(response: httpx.Response) -> str:

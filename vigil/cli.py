@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
+from vigil.auth import new_secret, parse_inline_tokens, token_digest
 from vigil.ci import canary_app, deploy_app, silence_app
 from vigil.errors import ConfigError
 from vigil.settings import Settings, load_settings, parse_duration
@@ -31,6 +32,8 @@ app = typer.Typer(
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(canary_app, name="canary")
 app.add_typer(silence_app, name="silence")
+token_app = typer.Typer(help="API tokens: make one for VIGIL_TOKENS or VIGIL_TOKENS_FILE.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 
 def _settings() -> Settings:
@@ -146,6 +149,12 @@ def demo(
     from vigil.demo_feeds import DEMO_PREFIXES, DEMO_SLOS
 
     settings = _settings()
+    if settings.tokens or settings.tokens_file:
+        # The sample system sends without credentials, as a newcomer's first services would.
+        typer.echo(
+            "vigil: the demo sends its traffic without tokens; unset VIGIL_TOKENS and VIGIL_TOKENS_FILE", err=True
+        )
+        raise typer.Exit(2)
     demo_files = Path(settings.wal_path).parent
     demo_files.mkdir(parents=True, exist_ok=True)
     if not settings.prefix_file:
@@ -254,6 +263,33 @@ def detect(
         engine.run_once()
     if not once:
         _run(settings, roles=frozenset({"detect"}))
+
+
+@token_app.command("new")
+def token_new(
+    name: Annotated[str, typer.Option(help="Who or what holds it (shown in logs and on the dashboard).")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: ingest, read, ci, admin.")] = "read",
+) -> None:
+    """Make a token: print its secret once, and the lines that give it to Vigil.
+
+    Vigil keeps only the secret's SHA-256, so the tokens file entry holds no secret.
+    """
+    scope_list = [scope.strip() for scope in scopes.split(",") if scope.strip()]
+    secret = new_secret()
+    try:
+        # The same checks Vigil makes when it reads the entry.
+        parse_inline_tokens(f"{name}:{'+'.join(scope_list)}:{secret}")
+    except ConfigError as exc:
+        typer.echo(f"vigil: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"secret (shown once; give it to the holder): {secret}")
+    typer.echo("")
+    typer.echo("for VIGIL_TOKENS_FILE:")
+    typer.echo(f"  - name: {name}")
+    typer.echo(f"    scopes: [{', '.join(scope_list)}]")
+    typer.echo(f"    sha256: {token_digest(secret)}")
+    typer.echo("")
+    typer.echo(f"or in VIGIL_TOKENS: {name}:{'+'.join(scope_list)}:{secret}")
 
 
 def main() -> None:

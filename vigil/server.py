@@ -7,16 +7,17 @@ dashboards) to wire them; the import contracts in pyproject.toml exempt it and `
 
 - **collector**: receivers (OTLP receivers, decoding, batching, each with its own log) in
   child processes sharing the OTLP ports, or in this process with `VIGIL_COLLECTOR_PROCESSES=0`;
-  the inserter that moves write-ahead log segments into ClickHouse; and /healthz and /readyz on
-  VIGIL_HTTP_PORT for probes. Against a ClickHouse server, collectors scale out behind a load
-  balancer, each with its own log.
+  the inserter that moves write-ahead log segments into ClickHouse; its own ingest samples
+  (`SelfSampler`); and /healthz and /readyz on VIGIL_HTTP_PORT for probes. Against a ClickHouse
+  server, collectors scale out behind a load balancer, each with its own log.
 - **api**: the API and pages.
 - **detect**: detectors, and the alerts that follow their findings, with /healthz and /readyz
   on VIGIL_HTTP_PORT. Split from the others it runs them only while it holds the `detect`
   leader lease (vigil.store.lease), so replicas can stand by; in `vigil serve` the process is
   alone and needs no lease.
 
-Every role migrates (idempotently), so any one may start first.
+Every role migrates (idempotently), so any one may start first, and serves Vigil's own metrics
+at /metrics (`vigil.self_metrics`); `VIGIL_SELF_TRACES_ENDPOINT` adds its own traces (`vigil.telemetry`).
 
 Start order follows the data flow backwards (store, inserter, collectors, web), so nothing
 accepts data before its downstream is ready; shutdown runs forwards, so collectors stop
@@ -37,22 +38,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from opentelemetry.trace import Tracer
 
 from vigil.alerts.engine import AlertLoop, build_alert_loop
 from vigil.alerts.rules import load_rules_file
-from vigil.api.app import create_app
+from vigil.api.app import create_app, web_auth
+from vigil.api.auth import authorize
 from vigil.api.routers import health
+from vigil.api.routers import self_metrics as metrics_route
+from vigil.api.routers.health import SpillQueue
+from vigil.auth import AuthConfig, Tokens, new_secret
 from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
 from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.process import CollectorProcesses
+from vigil.collector.request_dedup import DedupConfig
+from vigil.collector.self_monitoring import SelfSampler, snapshot_path, wal_backlog
 from vigil.collector.statsd_aggregate import StatsdConfig
+from vigil.collector.wal import WalCapacity
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import site
 from vigil.dashboards.render import Receivers
 from vigil.detectors.engine import DetectorEngine
-from vigil.errors import ConfigError
+from vigil.errors import ConfigError, StoreUnavailable
+from vigil.self_metrics import (
+    AlertMetrics,
+    CollectorFamilies,
+    CollectorSnapshot,
+    DetectorMetrics,
+    InserterMetrics,
+    MeasureRequests,
+    SelfMetrics,
+    WalBacklog,
+    WalFamilies,
+    read_snapshot,
+)
 from vigil.settings import Settings
 from vigil.store.alerts import AlertStore
 from vigil.store.client import Client, database_from_url, open_client
@@ -60,7 +81,8 @@ from vigil.store.lease import Leadership, Lease
 from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
 from vigil.store.slos import SloStore, load_slo_file
-from vigil.store.write import StoreWriter
+from vigil.store.write import ConnectingStoreWriter, StoreWriter
+from vigil.telemetry import SELF, SELF_TRACES_TOKEN, SelfTracing, TraceRequests, traces_url
 
 __all__ = ["ROLES", "Ports", "Vigil", "build_health_app", "build_web_app", "stop_on_signals"]
 
@@ -85,18 +107,61 @@ class Ports:
     ipfix: int = 0
 
 
-def build_web_app(settings: Settings, reader: StoreReader) -> FastAPI:
-    """The API plus the dashboard pages on one app (port VIGIL_HTTP_PORT)."""
-    app = create_app(settings, reader)
+def build_web_app(
+    settings: Settings,
+    reader: StoreReader,
+    tokens: Tokens | None = None,
+    *,
+    spill_queue: SpillQueue | None = None,
+    self_metrics: SelfMetrics | None = None,
+    tracer: Tracer | None = None,
+) -> FastAPI:
+    """The API plus the dashboard pages on one app (port VIGIL_HTTP_PORT).
+
+    With a `spill_queue` (a collector runs here too), /readyz follows it rather than ClickHouse.
+    /metrics serves `self_metrics`; with a `tracer`, every request but probes and scrapes is a span.
+    """
+    app = create_app(settings, reader, tokens)
+    app.state.spill_queue = spill_queue
+    app.state.self_metrics = self_metrics
+    app.include_router(metrics_route.router)
     site.install(app)
+    if tracer is not None:
+        app.add_middleware(TraceRequests, tracer=tracer)
+    if self_metrics is not None:
+        app.add_middleware(MeasureRequests, metrics=self_metrics.requests)
     return app
 
 
-def build_health_app(reader: StoreReader) -> FastAPI:
-    """Only /healthz and /readyz: what a collector or detector serves on VIGIL_HTTP_PORT for its probes."""
-    app = FastAPI(title="Vigil probes", docs_url=None, redoc_url=None, openapi_url=None)
+def build_health_app(
+    settings: Settings,
+    reader: StoreReader | None,
+    tokens: Tokens | None = None,
+    *,
+    spill_queue: SpillQueue | None = None,
+    self_metrics: SelfMetrics | None = None,
+) -> FastAPI:
+    """/healthz, /readyz and /metrics: what a collector or detector serves on VIGIL_HTTP_PORT for its probes.
+
+    A collector passes its `spill_queue`: it is ready while the queue has room, ClickHouse or not.
+    """
+    app = FastAPI(
+        title="Vigil probes",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(authorize)],
+        max_body_size=settings.max_api_body_bytes,
+    )
+    app.state.settings = settings
     app.state.reader = reader
+    app.state.spill_queue = spill_queue
+    app.state.auth = web_auth(settings, tokens)
+    app.state.self_metrics = self_metrics
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
+    if self_metrics is not None:
+        app.add_middleware(MeasureRequests, metrics=self_metrics.requests)
     return app
 
 
@@ -174,19 +239,37 @@ class Vigil:
         self._processes: CollectorProcesses | None = None
         self._reserved: list[socket.socket] = []
         self._stopped = asyncio.Event()
+        # Vigil's own metrics (/metrics) and traces: this instance's, never process-global.
+        self.self_metrics = SelfMetrics()
+        self.tracing = SelfTracing(enabled=bool(settings.self_traces_endpoint), roles=roles)
+        self._detector_metrics: DetectorMetrics | None = None
+        self._alert_metrics: AlertMetrics | None = None
+        self.sampler: SelfSampler | None = None  # public: tests take samples at chosen times
 
     async def start(self) -> Ports:
         settings = self.settings
         roles = self.roles
-        if "api" in roles and not _is_loopback(settings.bind) and settings.auth != "off":
+        auth = AuthConfig(settings.auth, settings.tokens, settings.tokens_file)
+        tokens = Tokens(auth)  # a bad tokens file stops the start here, naming it
+        if settings.auth == "auto" and not tokens.required and not _is_loopback(settings.bind):
             raise ConfigError(
-                f"VIGIL_BIND={settings.bind!r} is not a loopback address and no API tokens exist yet; "
-                "set VIGIL_AUTH=off to serve without authentication on a trusted network"
+                f"VIGIL_BIND={settings.bind!r} is not a loopback address and no API tokens are configured; "
+                "set VIGIL_TOKENS or VIGIL_TOKENS_FILE (`vigil token new` makes one), or VIGIL_AUTH=off to "
+                "serve without authentication on a trusted network"
             )
+        own_traces_secret = None
+        if settings.self_traces_endpoint == SELF and tokens.required and "collector" in roles:
+            # Its spans go to its own receivers, which want an ingest token: one made for this run, known
+            # to no one else. (A Vigil without a collector sends "self" to another's: its headers are the
+            # OTel exporter's, OTEL_EXPORTER_OTLP_TRACES_HEADERS.)
+            own_traces_secret = new_secret()
+            own_token = f"{SELF_TRACES_TOKEN}:ingest:{own_traces_secret}"
+            auth = dataclasses.replace(auth, inline=f"{auth.inline},{own_token}" if auth.inline else own_token)
+            tokens = Tokens(auth)
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
-        client = open_client(settings.clickhouse_url)
-        await asyncio.to_thread(migrate, client, ddl_context(settings, database))
+        client = await self._open_store(database)
         if roles & {"api", "detect"}:
+            assert client is not None  # only a collector alone starts without ClickHouse
             # SLOs and alert rules are read by pages and detectors; collectors never look at them.
             if settings.slo_file:
                 # Checked before anything listens: a broken SLO file stops start-up with its line.
@@ -195,17 +278,24 @@ class Vigil:
                 rules = load_rules_file(settings.alert_rules_file)
                 document = {"rules": [rule.to_dict() for rule in rules]}
                 await asyncio.to_thread(AlertStore(client, database).put_rules, document, "file")
-        reader = StoreReader(client, database)
+        reader = StoreReader(client, database) if client is not None else None
 
         if "collector" in roles:
             self.inserter = Inserter(
-                StoreWriter(client, database, local_files=settings.embedded),
+                self._store_writer(client, database),
                 Path(settings.wal_path),
                 InserterConfig(settings.insert_rows, settings.insert_interval),
                 fsync=settings.wal_fsync,
+                metrics=InserterMetrics(self.self_metrics.registry),
+                tracer=self.tracing.tracer("vigil.collector.inserter"),
             )
+            self.self_metrics.register(WalFamilies(self._wal_backlog))
+            self.self_metrics.register(CollectorFamilies(self._collector_snapshots))
             await asyncio.to_thread(self.inserter.start)
         if "detect" in roles:
+            assert client is not None
+            self._detector_metrics = DetectorMetrics(self.self_metrics.registry)
+            self._alert_metrics = AlertMetrics(self.self_metrics.registry)
             await self._start_detect(client, database)
 
         host = settings.bind
@@ -217,11 +307,30 @@ class Vigil:
             web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
             http_port = web_socket.getsockname()[1]
         if "collector" in roles:
-            otlp_grpc, otlp_http, statsd_port, netflow_ports = await self._start_collectors()
+            otlp_grpc, otlp_http, statsd_port, netflow_ports = await self._start_collectors(auth)
+            self._start_sampler()
+        # Known now: "self" is the OTLP/HTTP port just bound (or, without a collector here, the configured one).
+        traces = traces_url(
+            settings.self_traces_endpoint, host=host, otlp_http_port=otlp_http or settings.otlp_http_port
+        )
+        if traces:
+            self.tracing.export_to(traces, bearer=own_traces_secret)
         web_app: FastAPI | None = None
         if roles:
             # A collector or detector alone serves its probes only; the API and pages are the api role's.
-            web_app = build_web_app(settings, reader) if "api" in roles else build_health_app(reader)
+            spill_queue = WalCapacity(Path(settings.wal_path), settings.max_wal_bytes) if "collector" in roles else None
+            web_app = (
+                build_web_app(
+                    settings,
+                    reader,
+                    tokens,
+                    spill_queue=spill_queue,
+                    self_metrics=self.self_metrics,
+                    tracer=self.tracing.tracer("vigil.api") if self.tracing.enabled else None,
+                )
+                if "api" in roles and reader is not None  # reader is None only for a collector alone
+                else build_health_app(settings, reader, tokens, spill_queue=spill_queue, self_metrics=self.self_metrics)
+            )
             config = uvicorn.Config(web_app, log_level="warning", access_log=False, lifespan="off")
             self._web = EmbeddedServer(config)
             self._web_task = asyncio.create_task(self._web.serve(sockets=[web_socket]))
@@ -254,6 +363,33 @@ class Vigil:
         )  # fmt: skip
         return self.ports
 
+    async def _open_store(self, database: str) -> Client | None:
+        """Open ClickHouse and migrate; None when a collector alone cannot reach a server yet.
+
+        A collector needs no ClickHouse to accept data: its write-ahead log holds it, and its
+        inserter connects (and migrates) once ClickHouse answers. Every other role needs it now.
+        """
+        try:
+            client = open_client(self.settings.clickhouse_url)
+        except StoreUnavailable as exc:
+            if self.roles != frozenset({"collector"}):
+                raise
+            logger.warning("ClickHouse is unreachable (%s); accepting data into the write-ahead log meanwhile", exc)
+            return None
+        await asyncio.to_thread(migrate, client, ddl_context(self.settings, database))
+        return client
+
+    def _store_writer(self, client: Client | None, database: str) -> StoreWriter:
+        if client is not None:
+            return StoreWriter(client, database, local_files=self.settings.embedded)
+
+        def connect() -> Client:
+            connected = open_client(self.settings.clickhouse_url)
+            migrate(connected, ddl_context(self.settings, database))
+            return connected
+
+        return ConnectingStoreWriter(connect, database)
+
     async def _start_detect(self, client: Client, database: str) -> None:
         settings = self.settings
         if self.roles == ROLES:
@@ -271,10 +407,16 @@ class Vigil:
     def _elected(self, client: Client, database: str) -> None:
         # Fresh engines on each election: they restore the watermarks and models the previous
         # leader saved, rather than carry on from where this replica last stopped.
-        self.detectors = DetectorEngine.from_settings(self.settings, client, database)
+        self.detectors = DetectorEngine.from_settings(
+            self.settings,
+            client,
+            database,
+            metrics=self._detector_metrics,
+            tracer=self.tracing.tracer("vigil.detectors"),
+        )
         self.detectors.start()
         # Alerts follow findings, so they run where the detectors do.
-        self.alerts = build_alert_loop(self.settings, client, database)
+        self.alerts = build_alert_loop(self.settings, client, database, self._alert_metrics)
         self.alerts.start()
 
     def _deposed(self) -> None:
@@ -285,7 +427,7 @@ class Vigil:
             self.detectors.stop()
             self.detectors = None
 
-    async def _start_collectors(self) -> tuple[int, int, int | None, tuple[int, int] | None]:
+    async def _start_collectors(self, auth: AuthConfig) -> tuple[int, int, int | None, tuple[int, int] | None]:
         """Bind the receivers' ports and start the collectors: (gRPC, HTTP, StatsD, NetFlow and IPFIX) ports."""
         settings = self.settings
         assert self.inserter is not None
@@ -325,6 +467,7 @@ class Vigil:
                 max_queue_rows=settings.max_queue_rows,
                 max_request_bytes=settings.max_request_bytes,
                 max_grpc_message_bytes=settings.max_grpc_message_bytes,
+                dedup=DedupConfig(settings.dedup_window, settings.dedup_max_requests),
                 statsd_port=statsd_port if index == 0 else None,
                 statsd=statsd,
                 netflow_ports=netflow_ports if index == 0 else None,
@@ -332,6 +475,7 @@ class Vigil:
                 prefix_file=settings.prefix_file,
                 statsd_allowed_sources=settings.statsd_allowed_sources,
                 netflow_allowed_sources=settings.netflow_allowed_sources,
+                auth=auth,
             )
             for index in range(max(resolve_processes(settings.collector_processes), 1))
         ]
@@ -343,6 +487,33 @@ class Vigil:
             await asyncio.to_thread(self._processes.start)
         return configs[0].otlp_grpc_port, configs[0].otlp_http_port, statsd_port, netflow_ports
 
+    def _wal_backlog(self) -> WalBacklog:
+        return wal_backlog(Path(self.settings.wal_path), self.settings.max_wal_bytes)
+
+    def _collector_snapshots(self) -> dict[str, CollectorSnapshot]:
+        """Each collector's counts: read live in this process, or from the file a collector process leaves."""
+        if self._collector is not None:
+            return {self._collector.config.wal_name: self._collector.snapshot()}
+        found: dict[str, CollectorSnapshot] = {}
+        for config in self._processes.configs if self._processes is not None else []:
+            snapshot = read_snapshot(snapshot_path(config.wal_root, config.wal_name))
+            if snapshot is not None:
+                found[config.wal_name] = snapshot
+        return found
+
+    def _start_sampler(self) -> None:
+        """Vigil's own ingest lag and drops into the store, where detectors (here or in `vigil detect`) judge them."""
+        if self.settings.self_metrics_interval <= 0 or self.inserter is None:
+            return
+        self.sampler = SelfSampler(
+            self.inserter.writer,
+            self._wal_backlog,
+            self._collector_snapshots,
+            interval=self.settings.self_metrics_interval,
+            instance=socket.gethostname(),
+        )
+        self.sampler.start()
+
     def collectors_exited(self) -> list[str]:
         """Collector processes that stopped on their own (a crash): Vigil should stop too."""
         return self._processes.exited() if self._processes is not None else []
@@ -353,6 +524,10 @@ class Vigil:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.sampler is not None:
+            await asyncio.to_thread(self.sampler.shutdown)
+        # First, while the receivers still take spans a Vigil sends to itself; spans ended later are not sent.
+        await asyncio.to_thread(self.tracing.shutdown)
         if self._collector is not None:
             await self._collector.shutdown()
         if self._processes is not None:

@@ -31,6 +31,8 @@ _DEFAULT_MAX_QUEUE_ROWS = 400_000
 _DEFAULT_MAX_WAL_BYTES = 2 * 1024**3
 _DEFAULT_INSERT_ROWS = 200_000
 _DEFAULT_INSERT_INTERVAL = "1s"
+_DEFAULT_DEDUP_WINDOW = "10m"
+_DEFAULT_DEDUP_MAX_REQUESTS = 50_000
 # The OTLP spec recommends 20 MiB after decompression for HTTP; gRPC servers default to 4 MiB.
 _DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
 _DEFAULT_MAX_GRPC_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -195,10 +197,30 @@ class Settings(BaseSettings):
     # OTLP ports beside the process that owns the store; -1 means one per core, 0 runs the
     # collector inside that process (least memory).
     collector_processes: int = Field(default=-1, ge=-1, le=64)
+    # VIGIL_DEDUP_WINDOW: an OTLP request whose exact body (same signal, decompressed) was already
+    # written within this window is an exporter's retry: answered with success, not stored again
+    # (0 turns this off). VIGIL_DEDUP_MAX_REQUESTS: at most this many remembered per collector
+    # (about 250 bytes each), the oldest forgotten first.
+    dedup_window: float = Field(default=parse_duration(_DEFAULT_DEDUP_WINDOW), ge=0)
+    dedup_max_requests: int = Field(default=_DEFAULT_DEDUP_MAX_REQUESTS, ge=1)
 
-    # VIGIL_AUTH: "auto" refuses a non-loopback VIGIL_BIND without API tokens; "off" allows it
-    # (a trusted network only).
-    auth: Literal["auto", "off"] = "auto"
+    # VIGIL_AUTH: "auto" requires a token on every route and receiver once any token is
+    # configured, and refuses a non-loopback VIGIL_BIND without one; "on" requires tokens (start
+    # fails without any); "off" requires none (a trusted network only).
+    auth: Literal["auto", "on", "off"] = "auto"
+    # VIGIL_TOKENS: API tokens as name:scope+scope:secret, comma-separated; scopes are ingest,
+    # read, ci and admin (see vigil.auth). `vigil token new` makes one.
+    tokens: str = Field(default="", repr=False)
+    # VIGIL_TOKENS_FILE: YAML ``tokens:`` list of {name, scopes, sha256 or token}; re-read when it
+    # changes, so tokens rotate without a restart.
+    tokens_file: str = ""
+    # VIGIL_SESSION_SECRET: signs dashboard login cookies; empty means a random key per process
+    # (logins then end on restart, and api replicas behind one address need a shared secret).
+    session_secret: str = Field(default="", repr=False)
+    # VIGIL_SESSION_TTL: how long a dashboard login lasts.
+    session_ttl: float = Field(default=12 * 3600.0, gt=0)
+    # VIGIL_MAX_API_BODY_BYTES: largest body the API and pages accept (413 over it).
+    max_api_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # VIGIL_PUBLIC_URL: base of links Vigil puts in alerts and messages.
     public_url: str = "http://127.0.0.1:8080"
@@ -223,9 +245,21 @@ class Settings(BaseSettings):
     # VIGIL_LOG_LEVEL: Vigil's own log level.
     log_level: str = "INFO"
 
+    # VIGIL_SELF_TRACES_ENDPOINT: Vigil's own spans (API and page requests, ClickHouse inserts,
+    # detector rounds) go to this OTLP/HTTP base URL (e.g. http://otel-collector:4318); "self" sends
+    # them to this Vigil's own receiver, as service "vigil". Empty: no spans.
+    self_traces_endpoint: str = ""
+    # VIGIL_SELF_METRICS_INTERVAL: how often the collector role writes its own ingest lag and refused,
+    # dropped and rejected items as metrics of service "vigil", which detectors turn into findings; 0: never.
+    self_metrics_interval: float = Field(default=10.0, ge=0)
+    # VIGIL_SELF_INGEST_LAG_THRESHOLD: acknowledged data waiting longer than this for ClickHouse is a
+    # finding on service "vigil" (warning; critical past five times this).
+    self_ingest_lag_threshold: float = Field(default=60.0, gt=0)
+
     @field_validator(
         "max_batch_age",
         "insert_interval",
+        "dedup_window",
         "statsd_flush_interval",
         "netflow_template_timeout",
         "detector_grace",
@@ -234,11 +268,24 @@ class Settings(BaseSettings):
         "replication_lag_threshold",
         "alert_group_window",
         "alert_interval",
+        "session_ttl",
+        "self_metrics_interval",
+        "self_ingest_lag_threshold",
         mode="before",
     )
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
+
+    @field_validator("self_traces_endpoint")
+    @classmethod
+    def _self_traces_endpoint(cls, value: str) -> str:
+        if value and value != "self" and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(
+                f"{value!r} is not an OTLP/HTTP endpoint; expected an http(s) base URL such as "
+                'http://otel-collector:4318, "self" (this Vigil\'s own receiver), or empty (off)'
+            )
+        return value
 
     @field_validator("clickhouse_url")
     @classmethod

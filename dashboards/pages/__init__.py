@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vigil.dashboards.pages import alerts, deploys, findings, logs, network, services, slos, traces
+from vigil.dashboards.pages import alerts, deploys, findings, login, logs, network, services, slos, traces
 
 __all__ = ["ROUTERS"]
 
@@ -15,4 +15,5 @@ ROUTERS = (
     findings.router,
     deploys.router,
     alerts.router,
+    login.router,
 )

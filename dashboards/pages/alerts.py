@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from vigil.api.routers.alerts import SilenceRequest, create_silence, expire_silence
 from vigil.dashboards.pages._oncall import duration_text, service_url_at
-from vigil.dashboards.render import PageError, Range, Reader, link, render
+from vigil.dashboards.render import PageError, Range, Reader, link, may_change, render, signed_in
 from vigil.dashboards.timerange import TimeRange
 from vigil.store.alerts import AlertState, AlertStore, Silence
 
@@ -97,7 +97,10 @@ def _page(
         active=[_alert_view(a, channels, time_range, now) for a in active],
         resolved=[_alert_view(a, channels, time_range, now) for a in resolved],
         silences=silences,
-        form={"duration": _DEFAULT_DURATION} | {k: v for k, v in form.items() if k in _FORM_FIELDS},
+        # Signed in, the author defaults to the token's name.
+        form={"duration": _DEFAULT_DURATION, "created_by": signed_in(request) or ""}
+        | {k: v for k, v in form.items() if k in _FORM_FIELDS and (v or k != "created_by")},
+        may_change=may_change(request),
         error=error,
     )
 

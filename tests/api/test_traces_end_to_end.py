@@ -124,7 +124,13 @@ def test_fastapi_validation_names_the_parameter_too(vigil_server: RunningVigil) 
 
 def test_health_and_readiness_probes_answer(vigil_server: RunningVigil) -> None:
     assert httpx.get(f"{vigil_server.api}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{vigil_server.api}/readyz").json() == {"status": "ready"}
+    # `vigil serve` runs a collector: ready while its spill queue (the write-ahead log) has room.
+    assert httpx.get(f"{vigil_server.api}/readyz").json() == {
+        "status": "ready",
+        "store": "up",
+        "spill_queue_bytes": 0,
+        "spill_queue_limit": 2 * 1024**3,
+    }
 
 
 def test_openapi_describes_every_api_route(vigil_server: RunningVigil) -> None:

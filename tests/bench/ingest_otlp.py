@@ -13,6 +13,7 @@ processes. It asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import signal
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -104,18 +106,77 @@ def build_logs_request(rng: random.Random, n: int = SPANS_PER_REQUEST) -> bytes:
     return request.SerializeToString()
 
 
+class DistinctBodies:
+    """Pre-encoded requests, each send made distinct by writing a counter over 16-byte `markers` it holds.
+
+    Vigil takes a repeat of an identical body within VIGIL_DEDUP_WINDOW for an exporter's retry
+    and stores it once, and real exporters never send the same items twice otherwise. The
+    markers are the items' trace ids (so every request's traces are new) or any 16 bytes found in
+    the body; they are overwritten with ASCII hex (valid in a string field too), so sizes stay.
+    """
+
+    def __init__(self, bodies: list[bytes], markers: list[list[bytes]]) -> None:
+        self.bodies = bodies
+        self.offsets = [_offsets(body, found) for body, found in zip(bodies, markers, strict=True)]
+        self._counter = itertools.count(1)  # next() is atomic under the GIL: threads may share it
+
+    @classmethod
+    def by_trace_ids(cls, bodies: list[bytes], signal_name: str) -> DistinctBodies:
+        markers = []
+        for body in bodies:
+            if signal_name == "traces":
+                traces = ExportTraceServiceRequest.FromString(body)
+                items: Any = [s for rs in traces.resource_spans for ss in rs.scope_spans for s in ss.spans]
+            else:
+                logs = ExportLogsServiceRequest.FromString(body)
+                items = [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+            markers.append([item.trace_id for item in items])
+        return cls(bodies, markers)
+
+    def next(self) -> bytes:
+        n = next(self._counter)
+        i = n % len(self.bodies)
+        body = bytearray(self.bodies[i])
+        for j, offset in enumerate(self.offsets[i]):
+            body[offset : offset + 16] = b"%012x%04x" % (n, j)
+        return bytes(body)
+
+
+def _offsets(body: bytes, markers: list[bytes]) -> list[int]:
+    """Where each marker is, searching on from the previous one (they appear in order)."""
+    offsets = []
+    at = 0
+    for marker in markers:
+        at = body.index(marker, at)
+        offsets.append(at)
+        at += len(marker)
+    return offsets
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of `pid`, whichever of its threads started them.
+
+    /proc lists a child under the thread that forked it: Vigil starts its collector processes from
+    an executor thread, so the main thread's list alone misses them.
+    """
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in children.read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
 def tree_peak_rss_mb(pid: int) -> float:
     """Peak RSS (VmHWM) of `pid` plus its live children, in MiB."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
+    pids = [pid, *child_pids(pid)]
     total_kb = 0
     for p in pids:
         try:
@@ -128,14 +189,13 @@ def tree_peak_rss_mb(pid: int) -> float:
 
 
 def send_http(
-    signal_name: str, port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]
+    signal_name: str, port: int, bodies: DistinctBodies, stop: threading.Event, counts: list[int], errors: list[str]
 ) -> None:
     with httpx.Client(timeout=30) as client:
-        i = 0
         while not stop.is_set():
             response = client.post(
                 f"http://127.0.0.1:{port}{SIGNALS[signal_name][1]}",
-                content=bodies[i % len(bodies)],
+                content=bodies.next(),
                 headers={"Content-Type": "application/x-protobuf"},
             )
             if response.status_code == 200:
@@ -143,26 +203,23 @@ def send_http(
             else:
                 errors.append(str(response.status_code))
                 time.sleep(0.05)
-            i += 1
 
 
 def send_grpc(
-    signal_name: str, port: int, bodies: list[bytes], stop: threading.Event, counts: list[int], errors: list[str]
+    signal_name: str, port: int, bodies: DistinctBodies, stop: threading.Event, counts: list[int], errors: list[str]
 ) -> None:
     # Separate connections, as separate exporter processes would have (channels share one by default).
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
     export = channel.unary_unary(
         SIGNALS[signal_name][0], request_serializer=lambda b: b, response_deserializer=lambda b: b
     )
-    i = 0
     while not stop.is_set():
         try:
-            export(bodies[i % len(bodies)], timeout=30)
+            export(bodies.next(), timeout=30)
             counts.append(SPANS_PER_REQUEST)
         except grpc.RpcError as exc:
             errors.append(exc.code().name)
             time.sleep(0.05)
-        i += 1
     channel.close()
 
 
@@ -174,7 +231,7 @@ def count_stored(data_dir: Path, table: str) -> int:
 
 
 def run(
-    signal_name: str, transport: str, seconds: float, concurrency: int, workers: int, bodies: list[bytes]
+    signal_name: str, transport: str, seconds: float, concurrency: int, workers: int, bodies: DistinctBodies
 ) -> dict[str, float]:
     data_dir = Path(tempfile.mkdtemp(prefix=f"vigil-bench-{transport}-"))
     env = dict(os.environ)  # VIGIL_* settings pass through, so a run can tune the server
@@ -239,9 +296,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     build = build_request if args.signal == "traces" else build_logs_request
-    bodies = [build(rng) for _ in range(16)]
+    bodies = DistinctBodies.by_trace_ids([build(rng) for _ in range(16)], args.signal)
     item = "spans" if args.signal == "traces" else "log records"
-    print(f"request: {SPANS_PER_REQUEST} {item} x 10 attributes, {len(bodies[0]):,} bytes of protobuf")
+    print(f"request: {SPANS_PER_REQUEST} {item} x 10 attributes, {len(bodies.bodies[0]):,} bytes of protobuf")
     transports = ["http", "grpc"] if args.transport == "both" else [args.transport]
     for transport in transports:
         result = run(args.signal, transport, args.seconds, args.concurrency, args.workers, bodies)

@@ -1,6 +1,7 @@
 """Flow-ingest benchmark: Vigil and nfcapd side by side, fed the same softflowd-shaped stream over UDP.
 
-    .venv/bin/python -m tests.bench.netflow [--seconds 10] [--version 9] [--records 30] [--quick]
+    .venv/bin/python -m tests.bench.netflow [--seconds 10] [--version 9] [--records 30] [--prefixes 10000]
+        [--quick | --paired RATE,RATE,...]
 
 The stream is built once: a template packet (none for v5), then 64 distinct data packets of
 `--records` flows each (softflowd puts ~30 in a datagram), cycled, with the template re-sent every
@@ -11,8 +12,10 @@ Each trial starts a fresh receiver on 127.0.0.1 (so its counts are clean), sends
 process (multiprocessing spawn) at a paced rate for `--seconds`, waits until the receiver's socket
 is empty, stops it with SIGTERM (both drain what they decoded) and counts what was stored:
 
-* Vigil: a real ``vigil serve`` (embedded chDB store, default collector processes), counted with
-  ``SELECT count(), sum(Bytes) FROM vigil.flows`` on its data directory after it exits;
+* Vigil: a real ``vigil serve`` (embedded chDB store, default collector processes) enriching every
+  flow from a prefix file of `--prefixes` networks (10.0.0.0/8, /24s inside it and 192.0.2.0/24, so
+  every flow of the stream has a customer at both ends; 0: no file), counted with ``SELECT count(),
+  sum(Bytes)`` on ``vigil.flows`` after it exits, and checked to have no flow left untagged;
 * nfcapd: ``nfcapd -b 127.0.0.1 -p PORT -w DIR -t 600``, counted from the summary of
   ``nfdump -R DIR -N`` (every record read back), cross-checked with the stats nfcapd prints on exit.
 
@@ -20,8 +23,13 @@ Receive buffers differ: Vigil asks for 16 MiB (the kernel caps it at net.core.rm
 it), nfcapd keeps the kernel default unless ``--nfcapd-buffer`` passes its ``-B``; the table shows
 what each got. A trial is lossless when the flows and the byte total stored equal exactly what was
 sent (known from the packets). Per receiver: one flat-out trial, then from `--start` flows/s the
-rate doubles (x4 with ``--quick``) until a trial loses, and `--bisect` trials narrow the gap. It
-prints each trial and a table; it asserts nothing.
+rate doubles (x4 with ``--quick``) until a trial loses, and `--bisect` trials narrow the gap; with
+``--paired 100000,200000`` each receiver instead runs once at each rate, in turn, so that load from
+other work on a shared machine falls on both alike. Each trial also reports the CPU the receiver's
+processes used from the first datagram until their socket was empty, per flow stored: on a shared
+machine that says more than a rate. Vigil keeps inserting after that (its log holds what it
+received); "stop" is how long it then took to store everything. It prints each trial and a table;
+it asserts nothing.
 """
 
 from __future__ import annotations
@@ -139,6 +147,15 @@ def generate(conn: Connection, port: int, packets: list[bytes], packet_rate: flo
     sock.close()
 
 
+def write_prefix_file(path: Path, prefixes: int) -> Path:
+    """A CSV prefix file of `prefixes` networks holding both ends of every flow of the stream: 10.0.0.0/8
+    (the stream's sources), /24s inside it (the most specific wins for some sources), 192.0.2.0/24."""
+    lines = ["cidr,customer,site", "10.0.0.0/8,customer-0,site-0", "192.0.2.0/24,destinations,lab"]
+    lines += [f"10.{i // 256}.{i % 256}.0/24,customer-{i % 500},site-{i % 20}" for i in range(max(prefixes - 2, 0))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 # ---- sockets and processes -----------------------------------------------------------------------
 
 
@@ -169,6 +186,22 @@ def receive_buffer(port: int) -> int:
         if match:
             return int(match.group(1))
     return 0
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) used so far by `pid` and its live descendants."""
+    from tests.bench.ingest_otlp import child_pids
+
+    total, pending, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    for _ in range(64):  # a bound: Vigil's tree is two levels deep
+        if not pending:
+            break
+        p = pending.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            pending += child_pids(p)
+    return total
 
 
 def tree_peak_rss_mb(pid: int) -> float:
@@ -237,13 +270,15 @@ class Stored:
     clean_stop: bool
     stop_s: float  # SIGTERM to exit: the time it took to store what it had decoded
     note: str = ""
+    untagged: int = 0  # flows stored without a customer at either end, though the prefix file names them
 
 
 class VigilReceiver:
     name = "Vigil"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, prefixes: int = 0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vigil-", dir=workdir))
+        self.prefixes = prefixes
         self.data = self.dir / "data"  # the write-ahead log goes beside it, in data-wal
         self.port = free_port(socket.SOCK_DGRAM)
         self.log = self.dir / "vigil.log"
@@ -260,6 +295,8 @@ class VigilReceiver:
             VIGIL_IPFIX_PORT=str(free_port(socket.SOCK_DGRAM)),
             VIGIL_LOG_LEVEL="WARNING",
         )
+        if prefixes:
+            env["VIGIL_PREFIX_FILE"] = str(write_prefix_file(self.dir / "prefixes.csv", prefixes))
         self.process = start_bounded([sys.executable, "-m", "vigil.cli", "serve"], env, self.log)
         try:
             wait_listening(self.port, self.process, self.log, "vigil serve", 120)
@@ -282,6 +319,9 @@ class VigilReceiver:
     def peak_rss_mb(self) -> float:
         return tree_peak_rss_mb(child_pid(self.process.pid))
 
+    def cpu_s(self) -> float:
+        return tree_cpu_s(child_pid(self.process.pid))
+
     def finish(self) -> Stored:
         started = time.monotonic()
         clean = stop_bounded(self.process, 180)
@@ -290,8 +330,9 @@ class VigilReceiver:
         script = (
             "import sys, clickhouse_connect\n"
             "client = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1])\n"
-            "flows, octets = client.query('SELECT count(), sum(Bytes) FROM vigil.flows').result_rows[0]\n"
-            "print(int(flows), int(octets))\n"
+            'flows, octets, untagged = client.query("SELECT count(), sum(Bytes), '
+            "countIf(SrcCustomer = '' OR DstCustomer = '') FROM vigil.flows\").result_rows[0]\n"
+            "print(int(flows), int(octets), int(untagged))\n"
         )
         result = subprocess.run(
             ["timeout", "-k", "5", "120", sys.executable, "-c", script, str(self.data)],
@@ -302,8 +343,9 @@ class VigilReceiver:
         )
         if result.returncode != 0:
             raise RuntimeError(f"counting Vigil's flows failed: {result.stderr[-2000:]}")
-        flows, octets = (int(x) for x in result.stdout.split())
-        return Stored(flows, octets, clean, stop_s, "" if clean else "did not stop cleanly")
+        flows, octets, untagged = (int(x) for x in result.stdout.split())
+        note = "" if clean else f"did not stop cleanly: {self.log.read_text(errors='replace')[-600:]}"
+        return Stored(flows, octets, clean, stop_s, note, untagged if self.prefixes else 0)
 
     def close(self) -> None:
         stop_bounded(self.process, 30)
@@ -332,6 +374,9 @@ class NfcapdReceiver:
 
     def peak_rss_mb(self) -> float:
         return tree_peak_rss_mb(child_pid(self.process.pid))
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(child_pid(self.process.pid))
 
     def finish(self) -> Stored:
         started = time.monotonic()
@@ -383,6 +428,8 @@ class Trial:
     peak_rss_mb: float
     rcvbuf: int
     stop_s: float
+    cpu_us_per_flow: float  # the receiver's processes, first datagram to empty socket, per flow stored
+    untagged: int
 
     @property
     def lost(self) -> int:
@@ -390,7 +437,7 @@ class Trial:
 
     @property
     def lossless(self) -> bool:
-        return self.lost == 0 and self.octets_ok
+        return self.lost == 0 and self.octets_ok and self.untagged == 0
 
 
 def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, seconds: float) -> Trial:
@@ -405,6 +452,7 @@ def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, second
     try:
         rcvbuf = receive_buffer(receiver.port)
         _, drops_before = udp_socket_state(receiver.port) or (0, 0)
+        cpu_before = receiver.cpu_s()
         generator.start()
         if not parent.poll(seconds + 60):
             raise RuntimeError("the generator did not report")
@@ -422,6 +470,7 @@ def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, second
                 break
             time.sleep(0.02)
         busy = elapsed + (time.monotonic() - sender_done)
+        cpu = receiver.cpu_s() - cpu_before
         rss = receiver.peak_rss_mb()
         stored = receiver.finish()
     finally:
@@ -441,6 +490,8 @@ def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, second
         peak_rss_mb=rss,
         rcvbuf=rcvbuf,
         stop_s=stored.stop_s,
+        cpu_us_per_flow=cpu * 1e6 / stored.flows if stored.flows else 0.0,
+        untagged=stored.untagged,
     )
     asked = "flat out" if flow_rate <= 0 else f"{flow_rate:,.0f}/s asked"
     loss = result.lost / sent_flows if sent_flows else 0.0
@@ -448,7 +499,8 @@ def trial(make: Callable[[], Receiver], stream: Stream, flow_rate: float, second
         f"    {receiver.name:<6} {asked:>16}: sent {result.sent_per_s:>10,.0f}/s,"
         f" stored {result.stored_per_s:>10,.0f}/s"
         f" ({stored.flows:,} of {sent_flows:,}, loss {loss:.2%}, bytes {'ok' if result.octets_ok else 'differ'},"
-        f" socket drops {result.kernel_drops:,}), stop {stored.stop_s:.1f} s, peak RSS {rss:,.0f} MiB"
+        f" socket drops {result.kernel_drops:,}{f', untagged {stored.untagged:,}' if stored.untagged else ''}),"
+        f" CPU {result.cpu_us_per_flow:.2f} µs/flow, stop {stored.stop_s:.1f} s, peak RSS {rss:,.0f} MiB"
         + (f" [{stored.note}]" if stored.note else ""),
         flush=True,
     )
@@ -501,6 +553,26 @@ def measure(
     return result
 
 
+def paired(
+    makers: dict[str, Callable[[], Receiver]], names: list[str], stream: Stream, seconds: float, rates: list[float]
+) -> None:
+    """One trial per receiver at each rate, alternating, then a line per rate: stored/s, loss and CPU."""
+    results: list[tuple[float, dict[str, Trial]]] = []
+    for rate in rates:
+        print(f"  {rate:,.0f} flows/s:", flush=True)
+        results.append((rate, {name: trial(makers[name], stream, rate, seconds) for name in names}))
+    print()
+    header = " ".join(f"{name + ': stored/s (loss)':>28} {'CPU µs/flow':>11}" for name in names)
+    print(f"{'asked flows/s':>14} {header}")
+    for rate, by_name in results:
+        cells = []
+        for name in names:
+            t = by_name[name]
+            loss = t.lost / t.sent_flows if t.sent_flows else 0.0
+            cells.append(f"{f'{t.stored_per_s:,.0f} ({loss:.2%})':>28} {t.cpu_us_per_flow:>11.2f}")
+        print(f"{rate:>14,.0f} " + " ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time of each trial")
@@ -512,13 +584,20 @@ def main() -> None:
     parser.add_argument("--receivers", default="vigil,nfcapd")
     parser.add_argument("--nfcapd-buffer", type=int, default=0, help="nfcapd -B (bytes); 0: its default")
     parser.add_argument("--template-every", type=int, default=TEMPLATE_EVERY)
+    parser.add_argument("--prefixes", type=int, default=10_000, help="networks in Vigil's prefix file; 0: none")
+    parser.add_argument(
+        "--paired",
+        default="",
+        help="comma-separated flows/s: instead of the search, one trial of each receiver in turn at each rate"
+        " (back to back, so a machine shared with other work loads both alike)",
+    )
     args = parser.parse_args()
     factor, bisect = (4.0, min(args.bisect, 1)) if args.quick else (2.0, args.bisect)
 
     stream = build_stream(args.version, args.records, args.template_every)
     workdir = Path(tempfile.mkdtemp(prefix="vigil-netflow-bench-"))
     makers: dict[str, Callable[[], Receiver]] = {
-        "vigil": lambda: VigilReceiver(workdir),
+        "vigil": lambda: VigilReceiver(workdir, args.prefixes),
         "nfcapd": lambda: NfcapdReceiver(workdir, args.nfcapd_buffer),
     }
     names = [n.strip() for n in args.receivers.split(",") if n.strip()]
@@ -530,10 +609,18 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; NetFlow v{args.version} ({'IPFIX' if args.version == 10 else 'softflowd-shaped'}),"
         f" {args.records} flows in a {data_size:,}-byte datagram, {len(stream.packets)} packets a cycle"
         f"{'' if args.version == 5 else f' (template every {args.template_every})'};"
-        f" {args.seconds:g} s per trial; UDP {HOST}",
+        f" {args.seconds:g} s per trial; UDP {HOST};"
+        f" Vigil enriches from {f'{args.prefixes:,} prefixes' if args.prefixes else 'no prefix file'}",
         flush=True,
     )
     started = time.monotonic()
+    if args.paired:
+        try:
+            paired(makers, names, stream, args.seconds, [float(r) for r in args.paired.split(",")])
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"{time.monotonic() - started:,.0f} s in all.")
+        return
     rows: list[tuple[str, Measured]] = []
     try:
         for name in names:
@@ -545,7 +632,7 @@ def main() -> None:
     print()
     print(
         f"{'receiver':<8} {'lossless: flows/s':>18} {'lost at':>10} {'flat out: sent/s':>17} {'stored/s':>10}"
-        f" {'loss':>7} {'peak RSS':>9} {'rcvbuf':>8}"
+        f" {'loss':>7} {'peak RSS':>9} {'rcvbuf':>8} {'CPU µs/flow':>12}"
     )
     for name, m in rows:
         f = m.flat_out
@@ -558,12 +645,14 @@ def main() -> None:
         print(
             f"{name:<8} {lossless:>18} {lost_at:>10} {f.sent_per_s:>17,.0f} {f.stored_per_s:>10,.0f}"
             f" {loss:>7.2%} {rss:>5,.0f} MiB {f.rcvbuf / 2**20:>4.1f} MiB"
+            f" {'-' if m.best is None else f'{m.best.cpu_us_per_flow:.2f}':>12}"
         )
     print(
         f"\nlossless: the highest paced rate at which every flow and byte was stored (sent rate shown);"
         f" lost at: the lowest paced rate tried that lost; flat out: one sender process as fast as it goes,"
         f" stored/s over the sending time plus the time the socket took to empty. Peak RSS: the largest"
-        f" over the trials (Vigil: main and collector processes). {time.monotonic() - started:,.0f} s in all."
+        f" over the trials (Vigil: main and collector processes). CPU: the receiver's processes in the highest"
+        f" lossless trial, per flow stored. {time.monotonic() - started:,.0f} s in all."
     )
 
 

@@ -696,6 +696,71 @@ def test_problem_categories_are_the_documented_ones() -> None:
                                   "internal")  # fmt: skip
 
 
+# ---- many datagrams at once ---------------------------------------------------------------------
+
+
+def test_a_batch_of_datagrams_is_one_record_batch_grouped_by_template_and_version() -> None:
+    decoder = NetflowDecoder()
+    templates = [(v9(template_set(9, [(260, SMALL)])), host) for host in (HOST, "192.0.2.2")]
+    for packet, host in [*templates, (ipfix(template_set(10, [(260, SMALL)])), HOST)]:
+        decode(decoder, packet, host=host)
+    one = data_set(260, SMALL, small_records(("10.0.0.1", "10.0.0.2", 100)))
+    v5 = v5_packet([V5Record(src="10.0.0.5", dst="10.0.0.6", bytes=500, first=1000, last=1000)], uptime_ms=1000,
+                   unix_secs=NOW)  # fmt: skip
+    batch = decoder.decode_many([
+        (v9(one, uptime_ms=1000), EXPORTER, RECEIVED),
+        (v5, EXPORTER, RECEIVED + 1),
+        (ipfix(one), EXPORTER, RECEIVED + 2),
+        (v9(one, uptime_ms=1000), exporter_key("192.0.2.2"), RECEIVED + 3),
+    ])  # fmt: skip
+    # The records of one template and version become columns together, whichever packet they came in.
+    assert flow_rows(batch.flows) == [
+        small("10.0.0.1", "10.0.0.2", 100),
+        small("10.0.0.1", "10.0.0.2", 100, TimeReceived=RECEIVED + 3, Exporter="192.0.2.2"),
+        row(
+            TimeReceived=RECEIVED + 1,
+            FlowVersion=5,
+            SrcAddr="10.0.0.5",
+            DstAddr="10.0.0.6",
+            Protocol=6,
+            Bytes=500,
+            Packets=1,
+        ),
+        small("10.0.0.1", "10.0.0.2", 100, TimeReceived=RECEIVED + 2, FlowVersion=10),
+    ]
+    assert batch.flows.schema.equals(FLOWS_ARROW_SCHEMA)
+    assert len(batch.flows.to_batches()) == 1
+    assert (batch.problems, batch.given_up) == ([], 0)
+
+
+def test_options_later_in_a_batch_apply_only_to_the_packets_after_them() -> None:
+    decoder = NetflowDecoder()
+    options = options_template_set(9, 256, [(1, 4)], [(34, 4)])
+    data = data_set(260, SMALL, small_records(("10.0.0.1", "10.0.0.2", 5)))
+    batch = decoder.decode_many([
+        (v9(template_set(9, [(260, SMALL)]), data), EXPORTER, RECEIVED),
+        (v9(options, data_set(256, [(1, 4), (34, 4)], [[0, 100]])), EXPORTER, RECEIVED),
+        (v9(data), EXPORTER, RECEIVED),
+    ])  # fmt: skip
+    assert [r["SamplingRate"] for r in flow_rows(batch.flows)] == [1, 100]
+
+
+def test_an_ipfix_init_time_later_in_a_batch_anchors_only_the_packets_after_it() -> None:
+    fields: tuple[Field, ...] = ((8, 4), (12, 4), (1, 4), (22, 4), (21, 4))
+    init_ms = NOW * 1000 - 3_600_000
+    options = options_template_set(10, 256, [(143, 4)], [(160, 8)])
+    data = data_set(260, fields, [["10.0.0.1", "10.0.0.2", 1, 3_590_000, 3_599_000]])
+    batch = NetflowDecoder().decode_many([
+        (ipfix(template_set(10, [(260, fields)]), options, data), EXPORTER, RECEIVED),
+        (ipfix(data_set(256, [(143, 4), (160, 8)], [[1, init_ms]])), EXPORTER, RECEIVED),
+        (ipfix(data), EXPORTER, RECEIVED),
+    ])  # fmt: skip
+    assert [(r["FlowStart"], r["FlowEnd"]) for r in flow_rows(batch.flows)] == [
+        (NOW * S, NOW * S),  # no init time yet: the export time
+        (NOW * S - 10 * S, NOW * S - 1 * S),
+    ]
+
+
 # ---- exporter status -----------------------------------------------------------------------------
 
 
@@ -772,6 +837,34 @@ def test_mutated_valid_packets_never_raise(which: int, changes: list[tuple[int, 
     _check(decoder, mutated)
     decoder.expire(time.time() + 3600)
     assert all("internal" not in s.malformed for s in decoder.exporters())
+
+
+def _row_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(str(v) for v in r.values())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(range(len(VALID))), st.lists(st.tuples(st.integers(0, 1500),
+                                                                                 st.integers(0, 255)), max_size=3),
+                          st.sampled_from([HOST, "192.0.2.2"])), max_size=8))  # fmt: skip
+def test_a_batch_decodes_to_the_rows_and_problems_of_its_datagrams_one_at_a_time(
+    picks: list[tuple[int, list[tuple[int, int]], str]],
+) -> None:
+    datagrams = []
+    for i, (which, changes, host) in enumerate(picks):
+        packet = bytearray(VALID[which])
+        for at, value in changes:
+            if at < len(packet):
+                packet[at] = value
+        datagrams.append((bytes(packet), exporter_key(host), RECEIVED + i))
+    one_by_one, batched = NetflowDecoder(clock=Clock()), NetflowDecoder(clock=Clock())
+    singles = [one_by_one.decode(*datagram) for datagram in datagrams]
+    batch = batched.decode_many(datagrams)
+    # Rows come grouped by template and version, so compare them as multisets.
+    expected = sorted((r for single in singles for r in flow_rows(single.flows)), key=_row_key)
+    assert sorted(flow_rows(batch.flows), key=_row_key) == expected
+    assert batch.problems == [p for single in singles for p in single.problems]
+    assert batched.exporters() == one_by_one.exporters()
 
 
 # ---- real softflowd ------------------------------------------------------------------------------

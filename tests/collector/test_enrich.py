@@ -139,6 +139,50 @@ def test_len_and_empty() -> None:
     assert repr(csv_map(NESTED_CSV)) == "<PrefixMap of 5 prefixes>"
 
 
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Bases near which generated prefixes and addresses cluster, so that prefixes nest and share ends.
+_V4_BASES = (0, 0x0A000000, 0x0A010200, 0xC0000200, 0xFFFFFF00)
+_V6_BASES = (0, 0x20010DB8 << 96, (0x20010DB8 << 96) | (1 << 80), 0xFFFF << 32, 2**128 - 256)
+
+
+@st.composite
+def _networks(draw: st.DrawFn) -> _Network:
+    if draw(st.booleans()):
+        base, length = draw(st.sampled_from(_V4_BASES)), draw(st.integers(0, 32))
+        return ipaddress.IPv4Network((base ^ draw(st.integers(0, 255)), length), strict=False)
+    base, length = draw(st.sampled_from(_V6_BASES)), draw(st.integers(0, 128))
+    network = ipaddress.IPv6Network((base ^ draw(st.integers(0, 2**16)), length), strict=False)
+    # The prefix file refuses IPv4-mapped IPv6 prefixes (write them as IPv4); so does this.
+    return ipaddress.IPv6Network("2001:db8::/32") if network.network_address.ipv4_mapped else network
+
+
+def _longest(entries: list[tuple[_Network, Match]], address16: bytes) -> Match | None:
+    """Every prefix tried in turn: IPv4 prefixes hold IPv4-mapped addresses, IPv6 prefixes the others."""
+    address = ipaddress.IPv6Address(address16)
+    v4 = address.ipv4_mapped
+    held = [(n.prefixlen, m) for n, m in entries if (v4 is None) == (n.version == 6) and (v4 or address) in n]
+    return max(held, key=lambda found: found[0])[1] if held else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_networks(), max_size=12), st.lists(st.integers(0, 2**128 - 1), max_size=20))
+def test_lookups_and_batch_tags_agree_with_trying_every_prefix(networks: list[_Network], numbers: list[int]) -> None:
+    unique = list(dict.fromkeys(networks))
+    entries = [(n, Match(str(n), f"c{i}", f"s{i}")) for i, n in enumerate(unique)]
+    prefixes = PrefixMap(entries)
+    # Both ends of every prefix and their neighbours, as IPv4-mapped and IPv6 addresses, and random ones.
+    edges = [int(n.network_address) for n in unique] + [int(n.broadcast_address) for n in unique]
+    candidates = {x for e in edges for x in (e - 1, e, e + 1)} | set(numbers)
+    addresses = [x.to_bytes(16, "big") for x in sorted(candidates) if 0 <= x < 2**128]
+    addresses += [(0xFFFF << 32 | x).to_bytes(16, "big") for x in sorted(candidates) if 0 <= x < 2**32]
+    expected = [_longest(entries, a) for a in addresses]
+    assert [prefixes.lookup(a) for a in addresses] == expected
+    prefix, customer, site = prefixes.tag(pa.array(addresses, pa.binary(16)))
+    assert list(zip(prefix.to_pylist(), customer.to_pylist(), site.to_pylist(), strict=True)) == [
+        ("", "", "") if m is None else (m.prefix, m.customer, m.site) for m in expected
+    ]
+
+
 # Enriching flows
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.conftest import RunningVigil
 from tests.spans import now_ns, raw_request
+from tests.waiting import wait_until
 from vigil.store.client import Client
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -188,13 +188,6 @@ def test_a_full_pipeline_is_a_429_with_retry_after(small_limits: dict[str, Any],
     assert status_of(response).code == code_pb2.RESOURCE_EXHAUSTED
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def tiny_wal(vigil_settings: dict[str, Any]) -> dict[str, Any]:
     vigil_settings.update(max_wal_bytes=1024)
@@ -210,7 +203,7 @@ def test_acknowledged_spans_survive_a_store_outage_and_a_full_log_answers_503(
     assert httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=first, headers=PROTOBUF).status_code == 200
     inserter = vigil_server.vigil.inserter
     assert inserter is not None
-    wait_until(lambda: inserter.failing)
+    assert wait_until(lambda: inserter.failing)
 
     second, _ = good_and_bad_request()
     response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=second, headers=PROTOBUF)

@@ -222,12 +222,25 @@ class Flows:
 
 
 @contextlib.contextmanager
-def netflow(consumer: Flows, allowed_sources: str, host: str = "127.0.0.1") -> Iterator[NetflowReceiver]:
+def netflow(
+    consumer: Flows,
+    allowed_sources: str = "",
+    host: str = "127.0.0.1",
+    prefixes: ReloadingPrefixMap | None = None,
+    **options: Any,
+) -> Iterator[NetflowReceiver]:
+    """A NetflowReceiver on a free UDP port, running on its own event loop in a thread."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="netflow-test-loop", daemon=True)
     thread.start()
     receiver = NetflowReceiver(
-        host, [0], NetflowConfig(), ReloadingPrefixMap(None), consumer, allowed_sources=allowed_sources
+        host,
+        [0],
+        NetflowConfig(),
+        prefixes or ReloadingPrefixMap(None),
+        consumer,
+        allowed_sources=allowed_sources,
+        **options,
     )
 
     def call(coroutine: Any) -> Any:

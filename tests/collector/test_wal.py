@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from tests.collector.test_otlp_http import wait_until
 from tests.spans import now_ns, raw_request
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
 from vigil.collector.wal import STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.errors import Backpressure, StoreUnavailable
+from vigil.self_metrics import InserterMetrics
 from vigil.store.client import Client
 from vigil.store.migrate import migrate
 from vigil.store.schema import DdlContext
@@ -61,6 +65,40 @@ def test_a_segment_never_renamed_into_place_was_never_acknowledged_and_is_droppe
     wal.open()
     assert wal.segments() == []
     assert list(log_dir.iterdir()) == []
+
+
+def test_opening_a_log_leaves_an_insert_manifest_being_written_alone(tmp_path: Path) -> None:
+    # A collector opens its log while the inserter, started a moment before, writes a manifest.
+    log_dir = tmp_path / "collector-0"
+    log_dir.mkdir()
+    manifest = log_dir / "insert-00000000000000000000-00000000000000000000.json.tmp"
+    manifest.write_text('{"token": "t", "segments": ["00000000000000000000.spans.arrow"]}')
+    (log_dir / "00000000000000000001.spans.arrow.tmp").write_bytes(b"half written")
+    WriteAheadLog(log_dir).open()
+    assert [p.name for p in log_dir.iterdir()] == [manifest.name]
+
+
+def test_a_group_whose_manifest_cannot_be_written_is_inserted_once_it_can(
+    tmp_path: Path, store: StoreWriter, chdb_client: Client, database: str
+) -> None:
+    wal = WriteAheadLog(tmp_path / "collector-0")
+    wal.open()
+    segment = wal.append(span_rows(4))
+    # A directory where the manifest's temporary file goes: writing it fails, as a full disk would.
+    blocker = tmp_path / "collector-0" / f"insert-{segment.seq:020d}-{segment.seq:020d}.json.tmp"
+    blocker.mkdir()
+    registry = CollectorRegistry()
+    inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01), metrics=InserterMetrics(registry))
+    inserter.start()
+    try:
+        wait_until(lambda: registry.get_sample_value("vigil_inserter_failures_total", {"reason": "error"}) == 1.0)
+        assert counts(chdb_client, database) == (0, 0)
+        blocker.rmdir()
+        assert inserter.wait_idle(30)
+    finally:
+        inserter.shutdown()
+    assert counts(chdb_client, database) == (4, 4)
+    assert list((tmp_path / "collector-0").iterdir()) == []
 
 
 def test_segments_left_by_an_earlier_run_are_inserted_at_start_and_removed(
@@ -215,3 +253,27 @@ def test_an_unexpected_error_in_the_inserter_is_logged_and_the_loop_goes_on(
     inserter.shutdown()
     assert counts(chdb_client, database) == (6, 6)
     assert "the inserter failed; retrying in 1 s" in caplog.text
+
+
+def test_an_append_is_not_failed_by_the_inserter_deleting_its_segment_at_once(tmp_path: Path) -> None:
+    # The inserter may insert and delete a segment as soon as it is renamed into place, before
+    # `append` returns; the rows are durable by then, so the append must not report a failure.
+    wal = WriteAheadLog(tmp_path / "collector-0", fsync=False)
+    wal.open()
+    rows = span_rows(1)
+    stop = threading.Event()
+
+    def delete_eagerly() -> None:
+        while not stop.is_set():
+            for segment in (tmp_path / "collector-0").glob("*.arrow"):
+                segment.unlink(missing_ok=True)
+
+    eager = threading.Thread(target=delete_eagerly)
+    eager.start()
+    try:
+        segments = [wal.append(rows) for _ in range(200)]
+    finally:
+        stop.set()
+        eager.join()
+    assert [s.seq for s in segments] == list(range(200))
+    assert {s.size for s in segments} == {segments[0].size}

@@ -12,11 +12,11 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page
 
 from tests.conftest import RunningVigil
 
-__all__ = ["chart_spec", "send_logs", "send_spans", "table_rows"]
+__all__ = ["chart_spec", "follow", "send_logs", "send_spans", "table_rows"]
 
 
 def send_spans(vigil: RunningVigil, spans: list[ReadableSpan]) -> None:
@@ -34,8 +34,17 @@ def send_logs(vigil: RunningVigil, records: list[ReadableLogRecord]) -> None:
     vigil.flush()
 
 
+def follow(link: Locator) -> None:
+    """Click `link` and wait for the page it leads to: a click returns once the navigation
+    commits, before the new page has its title or its content."""
+    with link.page.expect_navigation():
+        link.click()
+
+
 def table_rows(page: Page, selector: str) -> list[list[str]]:
-    """The visible text of each body row's cells."""
+    """The visible text of each body row's cells, once the page has loaded (a click that follows
+    a link returns when the navigation commits; `all()` does not wait for rows to arrive)."""
+    page.wait_for_load_state()
     return [
         [cell.strip() for cell in row.locator("td").all_inner_texts()]
         for row in page.locator(f"{selector} tbody tr").all()

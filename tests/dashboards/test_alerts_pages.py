@@ -10,7 +10,7 @@ import httpx
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import table_rows
+from tests.dashboards.pages import follow, table_rows
 from vigil.alerts.engine import AlertEngine
 from vigil.store.client import open_client
 from vigil.store.findings import Finding, FindingStore
@@ -133,7 +133,7 @@ def test_a_silence_made_from_a_firing_alert_is_listed_as_the_api_lists_it_and_ca
 ) -> None:
     alerts = Alerts(quiet_vigil)
     page.goto(quiet_vigil.api + "/alerts?since=1h")
-    page.locator("#active-alerts tr:has-text('checkout') a.silence-this").click()
+    follow(page.locator("#active-alerts tr:has-text('checkout') a.silence-this"))
     assert page.url.startswith(f"{quiet_vigil.api}/alerts?since=1h&matchers=service%3Dcheckout%0Arule%3Doncall")
     assert page.locator("#new-silence textarea[name=matchers]").input_value() == (
         "service=checkout\nrule=oncall\noperation=POST /pay\nsignal=latency_p95"
@@ -163,7 +163,7 @@ def test_a_silence_made_from_a_firing_alert_is_listed_as_the_api_lists_it_and_ca
     ]  # fmt: skip
     assert page.locator("#silences b").count() == 0
 
-    page.locator(f"#silence-{newest['id']} button").click()
+    follow(page.locator(f"#silence-{newest['id']} button"))
     assert page.url == f"{quiet_vigil.api}/alerts?since=1h"
     expired, _ = alerts.api_silences()
     assert expired["id"] == newest["id"] and expired["active"] is False

@@ -6,7 +6,7 @@ import httpx
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import table_rows
+from tests.dashboards.pages import follow, table_rows
 from vigil.demo import DemoTraffic, otlp_grpc_exporter_factory
 
 REQUESTS = 60
@@ -39,7 +39,7 @@ def test_demo_traffic_reads_the_same_on_the_pages_as_in_the_api_and_clicks_throu
     ).json()
     assert len(table_rows(page, "#traces")) == len(checkouts)
 
-    page.locator("#traces tbody tr a").first.click()
+    follow(page.locator("#traces tbody tr a").first)
     trace_id = page.url.rsplit("/", 1)[1]
     spans = httpx.get(f"{quiet_vigil.api}/api/v1/traces/{trace_id}").json()["spans"]
     assert page.locator("#trace-spans").inner_text() == str(len(spans))

@@ -13,7 +13,7 @@ from tests.api.test_canary import iso, past_window
 from tests.api.test_canary import send_versions as send_canary_and_baseline
 from tests.api.test_deploys import send_versions as send_each_version
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import table_rows
+from tests.dashboards.pages import follow, table_rows
 from vigil.store.deploys import detected_deploy_id
 
 
@@ -97,7 +97,7 @@ def test_deploys_in_range_are_listed_newest_first_with_their_canary_verdicts(
         f"/services/search?start={deploys.minute - 300 - 1800}&end={deploys.minute - 300 + 1800}"
     ]
 
-    page.locator(f"#deploy-{deploys.deploy_id} a.service").click()
+    follow(page.locator(f"#deploy-{deploys.deploy_id} a.service"))
     start = int(deploys.start)
     assert page.url == f"{quiet_vigil.api}/services/pay?start={start - 1800}&end={start + 1800}"
 
@@ -152,7 +152,7 @@ def test_the_canary_page_shows_the_verdict_every_check_and_the_exemplar_traces(
     deploys = Deploys(quiet_vigil)
     analysis = deploys.analysis
     page.goto(quiet_vigil.api + "/deploys?since=1h")
-    page.locator("#deploys a.canary").click()
+    follow(page.locator("#deploys a.canary"))
     assert page.url == f"{quiet_vigil.api}/canary/{deploys.analysis_id}"
     assert page.title() == "Canary pay 2.0 vs 1.0 · Vigil"
     assert page.locator("#verdict").inner_text() == f"FAIL score {analysis['score']:.0f}"

@@ -10,7 +10,7 @@ import httpx
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import table_rows
+from tests.dashboards.pages import follow, table_rows
 from vigil.store.client import open_client
 from vigil.store.findings import AttributeShare, Finding, FindingStore
 
@@ -125,7 +125,7 @@ def test_findings_in_range_are_listed_newest_first_with_their_deploy_and_evidenc
     assert deploy_link == f"/deploys?service=checkout&start={at - 1800}&end={at + 1800}"
 
     # A resolved finding links to its service over its whole life, 15 minutes either side.
-    page.locator(f"#finding-{found.pattern.id} a.service").click()
+    follow(page.locator(f"#finding-{found.pattern.id} a.service"))
     start, end = int(found.pattern_start - 900), int(found.pattern_start + 600 + 900)
     assert page.url == f"{quiet_vigil.api}/services/orders?start={start}&end={end}"
 
@@ -177,7 +177,7 @@ def test_a_finding_before_the_range_ends_is_not_one_after_it(quiet_vigil: Runnin
 def test_a_finding_page_shows_everything_it_carries(quiet_vigil: RunningVigil, page: Page) -> None:
     found = Findings(quiet_vigil)
     page.goto(quiet_vigil.api + "/findings?since=1h")
-    page.locator(f"#finding-{found.regression.id} a.summary").click()
+    follow(page.locator(f"#finding-{found.regression.id} a.summary"))
     assert page.url == f"{quiet_vigil.api}/findings/f-latency"
     assert page.title() == "Finding f-latency · Vigil"
     details = dict(

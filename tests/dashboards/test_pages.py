@@ -5,7 +5,7 @@ from __future__ import annotations
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import send_logs, send_spans, table_rows
+from tests.dashboards.pages import follow, send_logs, send_spans, table_rows
 from tests.logs import orders_logs_with_span
 from tests.spans import checkout_trace, now_ns, trace_id_of
 
@@ -38,7 +38,7 @@ def test_services_lead_to_their_traces_and_a_trace_opens_as_a_waterfall(vigil_se
     (row,) = table_rows(page, "#traces")
     assert row[1:] == ["shop: GET /checkout", "30.00", "3", "1", "payments, shop"]
 
-    page.locator("#traces tbody tr a").click()
+    follow(page.locator("#traces tbody tr a"))
     assert page.url == f"{vigil_server.api}/traces/{trace_id_of(spans)}"
     names = [t.strip() for t in page.locator("#waterfall summary").all_inner_texts()]
     assert names == ["shop GET /checkout Server", "shop POST payments Client", "payments charge Server"]

@@ -9,7 +9,7 @@ import httpx
 from playwright.sync_api import Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import chart_spec, send_spans, table_rows
+from tests.dashboards.pages import chart_spec, follow, send_spans, table_rows
 from tests.service_spans import SpanBuilder, shop_and_payments_spans
 from vigil.dashboards.charts import plotly_time
 from vigil.store.client import open_client
@@ -166,7 +166,7 @@ def test_recent_errors_link_to_their_traces_and_the_header_links_to_traces_logs_
         "/logs?since=1h&service=shop",
         "/findings?since=1h&service=shop",
     ]
-    page.locator("#errors tbody tr").first.locator("a").click()
+    follow(page.locator("#errors tbody tr").first.locator("a"))
     assert page.url == f"{quiet_vigil.api}/traces/{ids['cleanup']}"
     assert page.locator("#waterfall").count() == 1
 
@@ -214,7 +214,7 @@ def test_service_then_operation_then_trace(quiet_vigil: RunningVigil, page: Page
     page.click("#operations >> text=POST /pay")
     assert page.url == f"{quiet_vigil.api}/traces?since=1h&service=shop&operation=POST+%2Fpay"
     assert [row[1] for row in table_rows(page, "#traces")] == ["shop: POST /pay", "shop: POST /pay"]
-    page.locator("#traces tbody tr").first.locator("a").click()
+    follow(page.locator("#traces tbody tr").first.locator("a"))
     assert page.url == f"{quiet_vigil.api}/traces/{ids['pay']}"
 
 

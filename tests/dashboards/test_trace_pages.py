@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 from playwright.sync_api import Locator, Page
 
 from tests.conftest import RunningVigil
-from tests.dashboards.pages import chart_spec, send_logs, send_spans, table_rows
+from tests.dashboards.pages import chart_spec, follow, send_logs, send_spans, table_rows
 from tests.logs import orders_logs_with_span
 from tests.spans import checkout_trace, now_ns, trace_id_of
 from tests.trace_spans import S, build_trace
@@ -116,7 +116,7 @@ def test_the_search_form_puts_every_filter_in_the_url_and_keeps_it(quiet_vigil: 
     page.locator("#trace-search input[name=attr]").first.fill("")
     page.click("#trace-search button[type=submit]")
     assert result_rows(page) == [CHECKOUT_ROW]
-    page.locator("#traces tbody tr a").click()
+    follow(page.locator("#traces tbody tr a"))
     assert page.url == f"{quiet_vigil.api}/traces/{ids['checkout']}"
 
 
@@ -309,7 +309,7 @@ def test_a_trace_s_logs_link_to_their_spans_and_to_the_log_search(quiet_vigil: R
         ["orders", "INFO", "order A-42 accepted", "POST /orders"],
         ["orders", "ERROR", "payment for order A-42 failed: card declined", "POST /orders"],
     ]
-    page.locator("#trace-logs tbody tr").first.locator("a").click()
+    follow(page.locator("#trace-logs tbody tr").first.locator("a"))
     assert page.url == f"{quiet_vigil.api}/traces/{trace_id}#span-{span_id}"
     assert page.locator(f"#span-{span_id}").evaluate("row => row.matches(':target')")
 
@@ -334,7 +334,7 @@ def test_names_and_attributes_with_markup_are_shown_as_text(quiet_vigil: Running
     send_spans(quiet_vigil, spans)
     page.goto(f"{quiet_vigil.api}/traces?since=1h")
     assert result_rows(page) == [[f"svc {markup}: op {markup}", "5.00", "1", "0", f"svc {markup}"]]
-    page.locator("#traces tbody tr a").click()
+    follow(page.locator("#traces tbody tr a"))
     row = page.locator("#waterfall tbody tr").first
     row.locator("summary").click()
     assert row.locator("summary").inner_text() == f"svc {markup} op {markup} Server"

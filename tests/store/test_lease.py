@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
+from tests.waiting import wait_until
 from vigil.store.client import Client
 from vigil.store.lease import Leadership, Lease
 from vigil.store.migrate import migrate
@@ -98,14 +98,14 @@ def test_leadership_runs_work_on_one_replica_and_hands_it_on_when_that_one_stops
 
     first = Leadership(a, on_elected=lambda: record("a elected"), on_deposed=lambda: record("a deposed"))
     first.start()
-    assert wait_for(lambda: first.leading)
+    assert wait_until(lambda: first.leading, 5 * TTL)
     second = Leadership(b, on_elected=lambda: record("b elected"), on_deposed=lambda: record("b deposed"))
     second.start()
     # Several of b's polls: none takes the lease from a renewing leader.
     time.sleep(2 * TTL)
     assert (first.leading, second.leading) == (True, False)
     first.stop()
-    assert wait_for(lambda: second.leading)
+    assert wait_until(lambda: second.leading, 5 * TTL)
     second.stop()
     assert events == ["a elected", "a deposed", "b elected", "b deposed"]
 
@@ -115,7 +115,7 @@ def test_a_leader_whose_lease_was_taken_steps_down(chdb_client: Client, database
     deposed = threading.Event()
     leader = Leadership(a, on_elected=lambda: None, on_deposed=deposed.set)
     leader.start()
-    assert wait_for(lambda: leader.leading)
+    assert wait_until(lambda: leader.leading, 5 * TTL)
     # As if a's renewals had stalled past expiry and b had claimed meanwhile: b's claim supersedes.
     held = a.read()
     assert held is not None
@@ -128,12 +128,3 @@ def test_a_leader_whose_lease_was_taken_steps_down(chdb_client: Client, database
     assert leader.leading is False
     assert b.renew() is True
     leader.stop()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5 * TTL) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from tests.conftest import new_database_name
 from vigil.store.client import Client
 from vigil.store.migrate import applied_versions, migrate
 from vigil.store.schema import MIGRATIONS, DdlContext, create_table_statements, migrations_table_statement
@@ -43,6 +46,12 @@ EXPECTED_TABLES = [
     "spans_trace_id_ts",
     "spans_trace_id_ts_mv",
 ]
+
+
+@pytest.fixture
+def database() -> str:
+    """A database never used before (the shared fixture may hand out an emptied, migrated one)."""
+    return new_database_name()
 
 
 def tables(client: Client, database: str) -> list[str]:

@@ -105,6 +105,28 @@ def test_run_fills_closed_minutes_once_and_resumes_after_the_last(writer: StoreW
     assert ServiceEdgeRollup(writer.client, writer.database, max_catch_up_s=600).run(BASE + 60 + 60 + 180) == 1
 
 
+def test_a_catch_up_skips_the_minutes_without_calls_and_fills_the_rest(writer: StoreWriter) -> None:
+    spans = SpanBuilder()
+    checkout(spans, BASE + 50 * 60 + 5)  # the only calls of a six-hour catch-up
+    store_spans(writer, spans.finished())
+    rollup = ServiceEdgeRollup(writer.client, writer.database)
+    assert rollup.run(BASE + 52 * 60 + 120) == 6 * 60
+    assert [row[0] for row in edges(writer)] == [50 * 60, 50 * 60]
+    assert rollup.run(BASE + 52 * 60 + 120) == 0
+
+
+def test_a_store_without_calls_moves_only_the_watermark(writer: StoreWriter) -> None:
+    rollup = ServiceEdgeRollup(writer.client, writer.database)
+    assert rollup.run(BASE + 120) == 6 * 60
+    assert edges(writer) == []
+    # Calls arriving later, in a minute not yet closed, are rolled up when it closes.
+    spans = SpanBuilder()
+    checkout(spans, BASE + 5)
+    store_spans(writer, spans.finished())
+    assert rollup.run(BASE + 180) == 1
+    assert [row[0] for row in edges(writer)] == [0, 0]
+
+
 def test_a_first_run_catches_up_only_so_far(writer: StoreWriter) -> None:
     spans = SpanBuilder()
     checkout(spans, BASE + 5)

@@ -154,6 +154,25 @@ def test_without_filters_the_window_s_traces_come_newest_first_with_their_summar
     assert found(reader, traces, limit=2) == "fd"
 
 
+def test_traces_with_many_matching_spans_each_still_fill_the_limit(chdb_client: Client, database: str) -> None:
+    migrate(chdb_client, DdlContext(database=database))
+    writer = StoreWriter(chdb_client, database)
+    # 60 traces a second apart, each a request fanning out into 30 spans of the same service: the
+    # newest 50 traces hold 1,500 matching spans, past the first read of 50 * 20.
+    trace_ids = [
+        store(writer, build_trace([
+            S("chatty", "GET /feed", 0, 40, children=[S("chatty", f"load item {i}", 1, 2) for i in range(29)]),
+        ], start_ns=BASE_NS + n * SECOND))
+        for n in range(60)
+    ]  # fmt: skip
+    search = TraceSearch(start_s=NOW - 3600, end_s=NOW + 60, service="chatty")
+    newest_first = trace_ids[::-1]
+    assert [t.trace_id for t in search_traces(StoreReader(chdb_client, database).query, search, limit=50)] == (
+        newest_first[:50]
+    )
+    assert [t.span_count for t in search_traces(StoreReader(chdb_client, database).query, search, limit=3)] == [30] * 3
+
+
 def test_an_earlier_window_finds_the_older_trace_only(reader_and_traces: tuple[StoreReader, Traces]) -> None:
     reader, traces = reader_and_traces
     search = TraceSearch(start_s=NOW - 3 * 3600, end_s=NOW - 3600)

@@ -283,6 +283,13 @@ class AlertStore:
         """Notifications not yet accepted by Slack, oldest first."""
         return self._notifications("SentAt IS NULL")
 
+    def outbox_backlog(self) -> tuple[int, float | None]:
+        """How many notifications Slack has not accepted yet, and when the oldest was queued (unix seconds)."""
+        count, oldest = self.client.query(
+            f"SELECT count(), min(CreatedAt) FROM {self.database}.alert_outbox FINAL WHERE SentAt IS NULL"
+        ).result_rows[0]
+        return int(count), float(oldest.timestamp()) if count else None
+
     def notifications(self) -> list[Notification]:
         return self._notifications("1")
 

@@ -29,6 +29,7 @@ __all__ = [
     "flow_top_ports",
     "gauge_points",
     "red_buckets",
+    "sum_points",
     "top_attributes",
 ]
 
@@ -156,6 +157,33 @@ def gauge_points(client: Client, database: str, names: tuple[str, ...], start: f
              AND TimeUnix < fromUnixTimestamp64Milli(toInt64({end:Float64} * 1000))
            ORDER BY TimeUnix""",
         database,
+        names=list(names),
+        start=start,
+        end=end,
+    )
+    return [
+        GaugePoint(time=float(t), service=service, name=name, attributes=dict(attributes), value=float(value))
+        for t, service, name, attributes, value in rows
+    ]
+
+
+def sum_points(
+    client: Client, database: str, service: str, names: tuple[str, ...], start: float, end: float
+) -> list[GaugePoint]:
+    """Raw delta points of the sums `names` of `service` with times in [start, end), oldest first."""
+    if not names:
+        return []
+    rows = _rows(
+        client,
+        """SELECT toUnixTimestamp64Milli(TimeUnix) / 1000, ServiceName, MetricName, Attributes, Value
+           FROM {db}.metrics_sum
+           WHERE ServiceName = {service:String} AND MetricName IN {names:Array(String)}
+             AND AggregationTemporality = 1
+             AND TimeUnix >= fromUnixTimestamp64Milli(toInt64({start:Float64} * 1000))
+             AND TimeUnix < fromUnixTimestamp64Milli(toInt64({end:Float64} * 1000))
+           ORDER BY TimeUnix""",
+        database,
+        service=service,
         names=list(names),
         start=start,
         end=end,

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "BUCKET_EDGES_MS",
+    "MAX_CANDIDATE_SPANS",
     "MAX_DURATION_MS",
     "MAX_HISTOGRAM_SPANS",
     "STATUS_CODES",
@@ -47,6 +48,9 @@ BUCKET_EDGES_MS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_00
 MAX_HISTOGRAM_SPANS: Final = 1_000_000
 # Candidate spans read, per trace asked for, to find the newest traces (see `search_traces`).
 _SPANS_PER_TRACE: Final = 20
+# The most matching spans a search reads to find its traces: past it, a window whose newest spans
+# all belong to a few huge traces shows those (the newest still), not older ones.
+MAX_CANDIDATE_SPANS: Final = 1_000_000
 
 
 class BadTraceSearch(ValueError):
@@ -163,29 +167,35 @@ def _conditions(search: TraceSearch, *, durations: bool = True) -> tuple[str, di
 def search_traces(query: Query, search: TraceSearch, *, limit: int) -> list[TraceSummary]:
     """The `limit` traces whose latest matching span is newest, newest trace start first.
 
-    The traces come from the newest ``limit * 20`` matching spans, so when the newest traces
-    hold more than 20 matching spans each, fewer than `limit` are returned (the newest still).
+    The traces come from the newest ``limit * 20`` matching spans; when those hold fewer than
+    `limit` traces but more spans match (traces with many matching spans each, as a search by a
+    chatty service finds), the read widens tenfold, up to `MAX_CANDIDATE_SPANS`.
     """
     where, params = _conditions(search)
-    # Newest matching spans first (a top-N sort, cheap), then their traces: grouping every
-    # trace id in a busy window would hash millions of ids to keep fifty.
-    matches = query(
-        f"""
-        SELECT TraceId AS trace_id
-        FROM (
-            SELECT TraceId, Timestamp
-            FROM {{db}}.spans
-            WHERE {where}
-            ORDER BY Timestamp DESC
-            LIMIT {{candidates:UInt32}}
+    candidates = limit * _SPANS_PER_TRACE
+    while True:
+        # Newest matching spans first (a top-N sort, cheap), then their traces: grouping every
+        # trace id in a busy window would hash millions of ids to keep fifty.
+        matches = query(
+            f"""
+            SELECT TraceId AS trace_id, count() AS spans
+            FROM (
+                SELECT TraceId, Timestamp
+                FROM {{db}}.spans
+                WHERE {where}
+                ORDER BY Timestamp DESC
+                LIMIT {{candidates:UInt32}}
+            )
+            GROUP BY TraceId
+            ORDER BY max(Timestamp) DESC""",
+            **params,
+            candidates=candidates,
         )
-        GROUP BY TraceId
-        ORDER BY max(Timestamp) DESC
-        LIMIT {{limit:UInt32}}""",
-        **params,
-        candidates=limit * _SPANS_PER_TRACE,
-        limit=limit,
-    )
+        read_every_match = sum(int(row["spans"]) for row in matches) < candidates
+        if len(matches) >= limit or read_every_match or candidates >= MAX_CANDIDATE_SPANS:
+            break
+        candidates = min(candidates * 10, MAX_CANDIDATE_SPANS)
+    matches = matches[:limit]
     trace_ids = [row["trace_id"] for row in matches]
     if not trace_ids:
         return []

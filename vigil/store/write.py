@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
@@ -13,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from vigil.errors import StoreUnavailable
 from vigil.store.schema import METRIC_TABLES
 
-__all__ = ["StoreWriter"]
+__all__ = ["ConnectingStoreWriter", "StoreWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,38 @@ class StoreWriter:
         except Exception as exc:
             logger.exception("insert of %d files into %s failed", len(paths), table)
             raise StoreUnavailable(f"ClickHouse did not accept {rows} rows for {table}: {exc}") from exc
+
+
+class ConnectingStoreWriter(StoreWriter):
+    """A `StoreWriter` that connects on first use, for a collector started while ClickHouse was unreachable.
+
+    `connect` opens the client (and migrates the schema); until it succeeds every insert raises
+    `StoreUnavailable`, so the inserter keeps the rows in its log and tries again later.
+    """
+
+    def __init__(self, connect: Callable[[], Client], database: str) -> None:
+        super().__init__(cast(Client, None), database)  # set by the first successful connect
+        self._connect = connect
+        self._connected = False
+
+    def _ensure_connected(self) -> None:
+        if self._connected:
+            return
+        try:
+            self.client = self._connect()
+        except Exception as exc:
+            logger.warning("ClickHouse is still unreachable: %s", exc)
+            raise StoreUnavailable(f"ClickHouse is unreachable: {exc}") from exc
+        self._connected = True
+        logger.info("connected to ClickHouse; inserting the rows the write-ahead log kept")
+
+    def insert(self, table: str, rows: pa.Table, *, dedup_token: str | None = None) -> None:
+        self._ensure_connected()
+        super().insert(table, rows, dedup_token=dedup_token)
+
+    def insert_files(self, table: str, directory: Path, names: list[str], *, rows: int, dedup_token: str) -> None:
+        self._ensure_connected()
+        super().insert_files(table, directory, names, rows=rows, dedup_token=dedup_token)
 
 
 def _sql_string(value: str) -> str:
