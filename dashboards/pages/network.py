@@ -109,7 +109,7 @@ def network_page(
     }
     by_customer = customer_throughput(reader.query, **charted)
     by_interface = interface_throughput(reader.query, **charted)
-    # The page shows no ports per exporter: skip that read of single flows.
+    # The page shows no ports per exporter: skip merging them.
     health = network_health(reader.query, start_s=start_s, end_s=end_s, exporter_ports=False)
     choices = flow_choices(reader.query, start_s=start_s, end_s=end_s)
     per = f"per {step_s // 60} min" if step_s > 60 else "per minute"

@@ -88,6 +88,45 @@ def test_flow_choices_name_customers_and_interfaces(reader: StoreReader) -> None
     assert flow_choices(reader.query, start_s=MINUTE + 300, end_s=MINUTE + 400) == FlowChoices([], [])
 
 
+def port_flows(customer: str, exporter: str, ports: dict[int, int], protocol: int = 6) -> list[dict[str, Any]]:
+    """`count` flows to each destination port, from `customer` through `exporter`, in two minutes."""
+    return [
+        {"time": MINUTE + 60 * (n % 2) + 5, "src": "10.1.0.5", "dst": "203.0.113.9", "exporter": exporter,
+         "SrcCustomer": customer, "DstPort": port, "Protocol": protocol}
+        for port, count in ports.items()
+        for n in range(count)
+    ]  # fmt: skip
+
+
+def test_top_ports_per_customer_and_exporter_count_tcp_and_udp_flows_busiest_first(
+    chdb_client: Client, database: str
+) -> None:
+    migrate(chdb_client, DdlContext(database=database))
+    flows = [
+        # acme through two exporters: six TCP ports, of which the five busiest are shown.
+        *port_flows("acme", "192.0.2.1", {443: 7, 22: 3, 8080: 5, 80: 6, 5432: 2}),
+        *port_flows("acme", "192.0.2.2", {443: 2, 9000: 1}),
+        # UDP counts; ICMP (no ports) does not, however many flows.
+        *port_flows("globex", "192.0.2.2", {53: 4, 123: 3}, protocol=17),
+        *port_flows("globex", "192.0.2.2", {0: 9}, protocol=1),
+    ]
+    StoreWriter(chdb_client, database).insert("flows", flow_rows(flows))
+    health = network_health(StoreReader(chdb_client, database).query, **WINDOW)
+    # "unknown" is every flow's destination: it sent nothing, so it has no ports.
+    assert {c.customer: c.top_dst_ports for c in health.customers} == {
+        "acme": [443, 80, 8080, 22, 5432],
+        "globex": [53, 123],
+        "unknown": [],
+    }
+    assert [(e.exporter, e.top_dst_ports) for e in health.exporters] == [
+        ("192.0.2.1", [443, 80, 8080, 22, 5432]),
+        ("192.0.2.2", [53, 123, 443, 9000]),
+    ]
+    # A window holding neither minute has neither customers nor exporters.
+    later = network_health(StoreReader(chdb_client, database).query, start_s=MINUTE + 300, end_s=MINUTE + 400)
+    assert (later.customers, later.exporters) == ([], [])
+
+
 def test_health_without_exporter_ports_leaves_only_those_out(reader: StoreReader) -> None:
     full = network_health(reader.query, **WINDOW)
     lighter = network_health(reader.query, exporter_ports=False, **WINDOW)

@@ -17,6 +17,8 @@ EXPECTED_TABLES = [
     "detector_state",
     "findings",
     "flow_exporters",
+    "flow_ports_1m",
+    "flow_ports_1m_mv",
     "flows",
     "flows_1m",
     "flows_1m_mv",
@@ -65,7 +67,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert applied_versions(chdb_client, DdlContext(database=database)) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -117,6 +119,7 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         ("detector_state", ""),
         ("findings", ""),
         ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
+        ("flow_ports_1m", "Minute + toIntervalDay(4)"),
         ("flows", "toDateTime(TimeReceived) + toIntervalDay(4)"),
         ("flows_1m", "Minute + toIntervalDay(4)"),
         ("leases", ""),
@@ -155,6 +158,6 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     )
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]
