@@ -22,6 +22,7 @@ __all__ = [
     "Range",
     "Reader",
     "Receivers",
+    "duration_text",
     "env",
     "link",
     "may_change",
@@ -133,12 +134,25 @@ def _fmt_s(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + "Z"
 
 
-def _fmt_ago(seconds: float) -> str:
-    delta = max(time.time() - seconds, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if delta >= size:
-            return f"{int(delta // size)}{unit} ago"
-    return f"{int(delta)}s ago"
+def duration_text(seconds: float) -> str:
+    """How long, to the units an on-call engineer reads.
+
+    >>> duration_text(45), duration_text(750), duration_text(11_100), duration_text(187_200)
+    ('45s', '12m', '3h 5m', '2d 4h')
+    """
+    seconds = max(int(seconds), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def _fmt_ago(unix_s: float) -> str:
+    return f"{duration_text(time.time() - unix_s)} ago"
 
 
 def _fmt_bits(bits_per_s: float) -> str:

@@ -1,5 +1,4 @@
-"""What the on-call pages (findings, deploys, alerts) share: how long things lasted, and the
-service page around a moment."""
+"""What the on-call pages (findings, deploys, alerts) share: the service page around a moment."""
 
 from __future__ import annotations
 
@@ -7,24 +6,7 @@ from urllib.parse import quote
 
 from vigil.dashboards.render import link
 
-__all__ = ["duration_text", "service_path", "service_url_at"]
-
-
-def duration_text(seconds: float) -> str:
-    """How long, to the units an on-call engineer reads.
-
-    >>> duration_text(45), duration_text(750), duration_text(11_100), duration_text(187_200)
-    ('45s', '12m', '3h 5m', '2d 4h')
-    """
-    seconds = max(int(seconds), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m" if minutes else f"{secs}s"
+__all__ = ["service_path", "service_url_at"]
 
 
 def service_path(service: str) -> str:

@@ -12,8 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from vigil.api.routers.alerts import SilenceRequest, create_silence, expire_silence
-from vigil.dashboards.pages._oncall import duration_text, service_url_at
-from vigil.dashboards.render import PageError, Range, Reader, link, may_change, render, signed_in
+from vigil.dashboards.pages._oncall import service_url_at
+from vigil.dashboards.render import PageError, Range, Reader, duration_text, link, may_change, render, signed_in
 from vigil.dashboards.timerange import TimeRange
 from vigil.store.alerts import AlertState, AlertStore, Silence
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from vigil.api.routers.canary import judged_analysis
-from vigil.dashboards.pages._oncall import duration_text, service_url_at
-from vigil.dashboards.render import PageError, Range, Reader, render
+from vigil.dashboards.pages._oncall import service_url_at
+from vigil.dashboards.render import PageError, Range, Reader, duration_text, render
 from vigil.settings import Settings
 from vigil.store.canary_store import CanaryAnalysis, CanaryStore
 from vigil.store.deploys import Deploy, DeployStore

@@ -8,8 +8,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from vigil.dashboards.pages._oncall import duration_text, service_url_at
-from vigil.dashboards.render import PageError, Range, Reader, link, render
+from vigil.dashboards.pages._oncall import service_url_at
+from vigil.dashboards.render import PageError, Range, Reader, duration_text, link, render
 from vigil.store.deploys import Deploy, DeployStore
 from vigil.store.findings import Finding, FindingQuery
 
