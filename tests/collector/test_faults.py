@@ -24,12 +24,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.collector.test_otlp_grpc import METHOD
-from tests.collector.test_otlp_http import PROTOBUF, good_and_bad_request, status_of, stored_trace_ids, wait_until
+from tests.collector.test_otlp_http import PROTOBUF, good_and_bad_request, status_of, stored_trace_ids
 from tests.conftest import RunningVigil
 from tests.ports import free_port
 from tests.spans import now_ns, raw_request
 from tests.test_cli import VIGIL, vigil_env, wait_for_trace, wait_ready
 from tests.test_roles import Roles
+from tests.waiting import wait_until
 from vigil.collector.wal import WalCapacity
 from vigil.collector.writer import Inserter
 from vigil.errors import StoreUnavailable
@@ -113,7 +114,7 @@ def test_spans_exported_across_a_store_outage_are_all_stored_exactly_once(
             if batch == 10:
                 outage.down.set()  # ClickHouse goes away mid-load
             if batch == 20:
-                wait_until(lambda: inserter.failing)
+                assert wait_until(lambda: inserter.failing)
                 # A collector is ready while its spill queue has room, ClickHouse or not.
                 assert readyz(vigil_server) == (
                     200,
@@ -219,7 +220,7 @@ def test_a_full_spill_queue_during_a_store_outage_is_503_and_unavailable_and_kee
     assert httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=first, headers=PROTOBUF).status_code == 200
     inserter = vigil_server.vigil.inserter
     assert inserter is not None
-    wait_until(lambda: inserter.failing)
+    assert wait_until(lambda: inserter.failing)
 
     second, _ = good_and_bad_request()
     response = httpx.post(f"{vigil_server.otlp_http}/v1/traces", content=second, headers=PROTOBUF)
@@ -266,7 +267,7 @@ def test_a_collector_whose_clickhouse_server_refuses_connections_keeps_its_data_
                 refused = response
                 break
             acknowledged += good_ids
-            wait_until(lambda: inserter.failing)  # from the first request on: ClickHouse never answers
+            assert wait_until(lambda: inserter.failing)  # from the first request on: ClickHouse never answers
             if len(acknowledged) == len(good_ids):
                 # Ready: the spill queue takes what ClickHouse cannot.
                 response = httpx.get(f"{collector.api}/readyz")
@@ -350,7 +351,7 @@ def test_every_span_acknowledged_before_a_kill_9_under_load_is_stored_after_the_
             for load in loads:
                 load.start()
             # Some rows inserted by now, some only in the log, some requests in flight: SIGKILL.
-            wait_until(lambda: sum(len(load.acknowledged) for load in loads) >= 60, timeout_s=60)
+            assert wait_until(lambda: sum(len(load.acknowledged) for load in loads) >= 60, timeout_s=60)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=30)
             for load in loads:

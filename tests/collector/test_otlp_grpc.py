@@ -15,9 +15,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.collector.test_otlp_http import good_and_bad_request, stored_trace_ids, wait_until
+from tests.collector.test_otlp_http import good_and_bad_request, stored_trace_ids
 from tests.conftest import RunningVigil
 from tests.spans import now_ns, raw_request
+from tests.waiting import wait_until
 from vigil.store.client import Client
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -119,7 +120,7 @@ def test_a_store_outage_with_a_full_log_is_unavailable_with_retry_info(
         export(first, timeout=10)
         inserter = vigil_server.vigil.inserter
         assert inserter is not None
-        wait_until(lambda: inserter.failing)
+        assert wait_until(lambda: inserter.failing)
         second, _ = good_and_bad_request()
         error = rpc_error(export, second)
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.collector.test_otlp_http import wait_until
 from tests.spans import now_ns, raw_request
+from tests.waiting import wait_until
 from vigil.collector.decode.otlp_traces import decode_traces_protobuf
 from vigil.collector.wal import STORE_UNAVAILABLE_FLAG, Segment, WalCapacity, WriteAheadLog
 from vigil.collector.writer import Inserter, InserterConfig
@@ -91,7 +91,9 @@ def test_a_group_whose_manifest_cannot_be_written_is_inserted_once_it_can(
     inserter = Inserter(store, tmp_path, InserterConfig(insert_interval=0.01), metrics=InserterMetrics(registry))
     inserter.start()
     try:
-        wait_until(lambda: registry.get_sample_value("vigil_inserter_failures_total", {"reason": "error"}) == 1.0)
+        assert wait_until(
+            lambda: registry.get_sample_value("vigil_inserter_failures_total", {"reason": "error"}) == 1.0
+        )
         assert counts(chdb_client, database) == (0, 0)
         blocker.rmdir()
         assert inserter.wait_idle(30)
