@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vigil.store.schema import FLOW_PORTS_TOPK
+
 __all__ = [
     "UNKNOWN",
     "CustomerHealth",
@@ -199,7 +201,7 @@ def _top_ports(query: Query, column: str, start_s: float, end_s: float) -> dict[
         f"""
         SELECT {column} AS owner,
                arraySlice(
-                   arrayMap(p -> p.1, arraySort(p -> (-p.2, p.1), topKMerge(10, 10, 'counts')(DstPorts))),
+                   arrayMap(p -> p.1, arraySort(p -> (-p.2, p.1), topKMerge({FLOW_PORTS_TOPK})(DstPorts))),
                    1, {_TOP_PORTS}
                ) AS ports
         FROM {{db}}.flow_ports_1m

@@ -37,6 +37,7 @@ __all__ = [
     "FLOWS_ARROW_SCHEMA",
     "FLOW_EXPORTERS",
     "FLOW_EXPORTERS_ARROW_SCHEMA",
+    "FLOW_PORTS_TOPK",
     "LEASES",
     "LOGS",
     "LOGS_ARROW_SCHEMA",
@@ -703,13 +704,15 @@ FLOWS_1M = Table(
 # beyond), merged across minutes at read time. Not one row per port: replies go to ephemeral
 # ports, so such a rollup had a row for every fifth flow and read no faster than the flows.
 # The reader shows the first `_TOP_PORTS` (flows_read.py); up to 10 are kept.
+# The state's topK parameters: the reader's topKMerge must use the same ones.
+FLOW_PORTS_TOPK = "10, 10, 'counts'"
 FLOW_PORTS_1M = Table(
     name="flow_ports_1m",
-    columns="""
+    columns=f"""
     Minute DateTime('UTC') CODEC(Delta, LZ4),
     Exporter IPv6,
     Customer LowCardinality(String),
-    DstPorts AggregateFunction(topK(10, 10, 'counts'), UInt16)""",
+    DstPorts AggregateFunction(topK({FLOW_PORTS_TOPK}), UInt16)""",
     engine="AggregatingMergeTree",
     partition_by="toDate(Minute)",
     order_by="(Minute, Exporter, Customer)",
@@ -765,10 +768,10 @@ FLOW_PORTS_1M_MV = MaterializedView(
     name="flow_ports_1m_mv",
     source="flows",
     target="flow_ports_1m",
-    select="""
+    select=f"""
     SELECT toStartOfMinute(TimeReceived) AS Minute, Exporter, SrcCustomer AS Customer,
-           topKState(10, 10, 'counts')(DstPort) AS DstPorts
-    FROM {source}
+           topKState({FLOW_PORTS_TOPK})(DstPort) AS DstPorts
+    FROM {{source}}
     WHERE Protocol IN (6, 17)
     GROUP BY Minute, Exporter, Customer""",
 )
