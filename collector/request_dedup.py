@@ -22,8 +22,9 @@ were written are remembered on their own (`once_per_part`), so the client's retr
 request writes only the rest, and no table gets its rows twice.
 
 Collector processes on one host (sharing the OTLP ports, so a retry may reach another one) read
-each other's journals. Collectors on other hosts behind a load balancer do not: a retry routed
-to another host is stored again.
+each other's journals. Collectors on other hosts behind a load balancer learn of each other's
+requests through ClickHouse: `vigil.collector.request_exchange` journals theirs beside these
+(``fleet.requests``), read here as a sibling's.
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ from pathlib import Path
 
 from vigil.errors import ConfigError
 
-__all__ = ["JOURNAL_SUFFIX", "DedupConfig", "RequestDedup", "part_digest", "request_digest"]
+__all__ = [
+    "JOURNAL_SUFFIX",
+    "DedupConfig",
+    "JournalTail",
+    "RequestDedup",
+    "journal_line",
+    "part_digest",
+    "read_journal",
+    "request_digest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +108,7 @@ class _InFlight:
 
 
 @dataclass(slots=True)
-class _Tail:
+class JournalTail:
     """How far another process's journal has been read."""
 
     inode: int = -1
@@ -123,7 +133,7 @@ class RequestDedup:
         self._own: deque[tuple[float, bytes]] = deque()  # what this process journaled, for compaction
         self._journal_lines = 0
         self._fd: int | None = None
-        self._tails: dict[Path, _Tail] = {}
+        self._tails: dict[Path, JournalTail] = {}
         self._last_sibling_scan = float("-inf")
         self._in_flight: dict[bytes, _InFlight] = {}
         self.deduplicated = 0  # read by the collector's snapshot (Vigil's /metrics)
@@ -134,7 +144,7 @@ class RequestDedup:
             return
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         now = self._clock()
-        own = self._read_lines(self.journal, _Tail())
+        own = read_journal(self.journal, JournalTail())
         for stamp, digest in own:
             if stamp > now - self.config.window:
                 self._own.append((stamp, digest))
@@ -229,7 +239,7 @@ class RequestDedup:
         self._own.append((now, digest))
         self._trim_own(now)
         try:
-            os.write(self._fd, _line(now, digest))
+            os.write(self._fd, journal_line(now, digest))
         except OSError:
             # The rows are durable and will be acknowledged; only recognising a retry after a
             # restart is at stake, which is not worth failing the request for.
@@ -256,7 +266,7 @@ class RequestDedup:
         """Rewrite this collector's journal with only what is still remembered (atomically)."""
         assert self.journal is not None and self._fd is not None
         tmp = self.journal.with_name(self.journal.name + ".tmp")
-        tmp.write_bytes(b"".join(_line(stamp, digest) for stamp, digest in self._own))
+        tmp.write_bytes(b"".join(journal_line(stamp, digest) for stamp, digest in self._own))
         os.replace(tmp, self.journal)
         os.close(self._fd)
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -269,30 +279,36 @@ class RequestDedup:
             self._last_sibling_scan = now
             for path in self.journal.parent.glob(f"*{JOURNAL_SUFFIX}"):
                 if path != self.journal:
-                    self._tails.setdefault(path, _Tail())
+                    self._tails.setdefault(path, JournalTail())
         for path, tail in self._tails.items():
-            self._remember(self._read_lines(path, tail))
+            self._remember(read_journal(path, tail))
 
-    def _read_lines(self, path: Path, tail: _Tail) -> list[tuple[float, bytes]]:
-        """Complete lines of `path` past `tail` (from the start again if the file was replaced)."""
-        try:
-            status = path.stat()
-        except FileNotFoundError:
-            return []
-        if status.st_ino != tail.inode or status.st_size < tail.offset:
-            tail.inode, tail.offset = status.st_ino, 0  # compacted by its owner: a new file
-        if status.st_size == tail.offset:
-            return []
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
-            handle.seek(tail.offset)
-            data = handle.read(status.st_size - tail.offset)
-            complete = data.rfind(b"\n") + 1  # a line being appended now is read next time
-            tail.offset += complete
-            return [entry for raw in data[:complete].splitlines() if (entry := _parse(raw)) is not None]
+
+def read_journal(path: Path, tail: JournalTail) -> list[tuple[float, bytes]]:
+    """(stamp, digest) of the complete lines of `path` past `tail` (from the start again if the file was replaced)."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
         return []
+    if status.st_ino != tail.inode or status.st_size < tail.offset:
+        tail.inode, tail.offset = status.st_ino, 0  # compacted by its owner: a new file
+    if status.st_size == tail.offset:
+        return []
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+        handle.seek(tail.offset)
+        data = handle.read(status.st_size - tail.offset)
+        complete = data.rfind(b"\n") + 1  # a line being appended now is read next time
+        tail.offset += complete
+        return [entry for raw in data[:complete].splitlines() if (entry := _parse(raw)) is not None]
+    return []
 
 
-def _line(stamp: float, digest: bytes) -> bytes:
+def journal_line(stamp: float, digest: bytes) -> bytes:
+    """One journal line: the wall time in milliseconds and the digest in hex.
+
+    >>> journal_line(1.5, bytes(16))
+    b'1500 00000000000000000000000000000000\\n'
+    """
     return b"%d %s\n" % (int(stamp * 1000), digest.hex().encode())
 
 

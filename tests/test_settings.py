@@ -40,6 +40,17 @@ def test_a_bad_clickhouse_url_names_both_accepted_forms() -> None:
     )
 
 
+def test_a_refused_setting_never_shows_a_password_or_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(clickhouse_url="tcp://vigil:s3cret@ch.internal:9000/obs", slack_token=["xoxb-secret"])
+    assert str(info.value) == (
+        "invalid settings:\n  VIGIL_CLICKHOUSE_URL='tcp://vigil:***@ch.internal:9000/obs': "
+        "'tcp://vigil:***@ch.internal:9000/obs' is not a ClickHouse URL; "
+        "expected chdb://PATH (embedded) or http(s)://user:pass@host:8123/db (a server)\n"
+        "  VIGIL_SLACK_TOKEN=(hidden): Input should be a valid string"
+    )
+
+
 def test_a_bad_duration_says_which_units_are_understood() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(max_batch_age="soon")

@@ -14,7 +14,7 @@ import typer
 
 from vigil.auth import new_secret, parse_inline_tokens, token_digest
 from vigil.ci import canary_app, deploy_app, silence_app
-from vigil.errors import ConfigError
+from vigil.errors import ConfigError, StoreUnavailable
 from vigil.settings import Settings, load_settings, parse_duration
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ def _run(settings: Settings, demo: _DemoPlan | None = None, roles: frozenset[str
     except ConfigError as exc:
         typer.echo(f"vigil: {exc}", err=True)
         raise typer.Exit(2) from None
+    except StoreUnavailable as exc:  # an outage, not a mistake in the settings: a restart may succeed
+        typer.echo(f"vigil: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -439,6 +439,11 @@ class DetectorMetrics:
             ["detector"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "vigil_detector_leader",
+            "1 while this process runs the detectors and alerts (the lease holder, or vigil serve), 0 on a standby",
+            registry=registry,
+        )
         if registry is not None:
             registry.register(self)
 

@@ -54,6 +54,7 @@ from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.enrich import ReloadingPrefixMap
 from vigil.collector.process import CollectorProcesses
 from vigil.collector.request_dedup import DedupConfig
+from vigil.collector.request_exchange import RequestExchange
 from vigil.collector.self_monitoring import SelfSampler, snapshot_path, wal_backlog
 from vigil.collector.statsd_aggregate import StatsdConfig
 from vigil.collector.wal import WalCapacity
@@ -74,10 +75,10 @@ from vigil.self_metrics import (
     WalFamilies,
     read_snapshot,
 )
-from vigil.settings import Settings
+from vigil.settings import Settings, redacted_url
 from vigil.store.alerts import AlertStore
 from vigil.store.client import Client, database_from_url, open_client
-from vigil.store.lease import Leadership, Lease
+from vigil.store.lease import Leadership, Lease, holder_id
 from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
 from vigil.store.slos import SloStore, load_slo_file
@@ -230,6 +231,8 @@ class Vigil:
         self.roles = roles
         self.ports: Ports | None = None
         self.inserter: Inserter | None = None  # public: tests and drains wait on it
+        # Collectors on a ClickHouse server share their request digests with other hosts' (public: tests).
+        self.request_exchange: RequestExchange | None = None
         self._web: EmbeddedServer | None = None
         self._web_task: asyncio.Task[None] | None = None
         self._collector: Collector | None = None
@@ -292,6 +295,18 @@ class Vigil:
             self.self_metrics.register(WalFamilies(self._wal_backlog))
             self.self_metrics.register(CollectorFamilies(self._collector_snapshots))
             await asyncio.to_thread(self.inserter.start)
+            if not settings.embedded and settings.dedup_window > 0:
+                # Behind a load balancer a retry may reach another host: the hosts trade digests
+                # through ClickHouse. (An embedded store has one host by construction.) Started
+                # before the collectors, which find its journal beside theirs.
+                self.request_exchange = RequestExchange(
+                    Path(settings.wal_path),
+                    lambda: open_client(settings.clickhouse_url),
+                    database,
+                    holder_id(),
+                    window_s=settings.dedup_window,
+                )
+                await asyncio.to_thread(self.request_exchange.start)
         if "detect" in roles:
             assert client is not None
             self._detector_metrics = DetectorMetrics(self.self_metrics.registry)
@@ -359,7 +374,7 @@ class Vigil:
             f"http://{host}:{otlp_http}" if otlp_http else "off",
             f"{host}:{self.ports.statsd} (UDP, TCP)" if self.ports.statsd else "off",
             f"{host}:{self.ports.netflow},{self.ports.ipfix} (UDP)" if self.ports.netflow else "off",
-            settings.clickhouse_url, database, len(self._processes.configs) if self._processes else 0,
+            redacted_url(settings.clickhouse_url), database, len(self._processes.configs) if self._processes else 0,
         )  # fmt: skip
         return self.ports
 
@@ -373,7 +388,11 @@ class Vigil:
             client = open_client(self.settings.clickhouse_url)
         except StoreUnavailable as exc:
             if self.roles != frozenset({"collector"}):
-                raise
+                raise StoreUnavailable(
+                    f"{exc}. Only a collector alone starts without ClickHouse (its write-ahead log keeps the "
+                    "data); the api and detect roles need it now: start ClickHouse first, or let the supervisor "
+                    "restart this process until it answers"
+                ) from exc
             logger.warning("ClickHouse is unreachable (%s); accepting data into the write-ahead log meanwhile", exc)
             return None
         await asyncio.to_thread(migrate, client, ddl_context(self.settings, database))
@@ -418,8 +437,12 @@ class Vigil:
         # Alerts follow findings, so they run where the detectors do.
         self.alerts = build_alert_loop(self.settings, client, database, self._alert_metrics)
         self.alerts.start()
+        if self._detector_metrics is not None:
+            self._detector_metrics.leader.set(1)
 
     def _deposed(self) -> None:
+        if self._detector_metrics is not None:
+            self._detector_metrics.leader.set(0)
         if self.alerts is not None:
             self.alerts.stop()
             self.alerts = None
@@ -532,6 +555,9 @@ class Vigil:
             await self._collector.shutdown()
         if self._processes is not None:
             await asyncio.to_thread(self._processes.shutdown)
+        if self.request_exchange is not None:
+            # After the collectors: their last requests' digests go out too.
+            await asyncio.to_thread(self.request_exchange.shutdown)
         if self.leadership is not None:
             # Stops detectors and alerts if this replica leads, then hands the lease on.
             await asyncio.to_thread(self.leadership.stop)

@@ -293,7 +293,7 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("chdb", "http", "https"):
             raise ValueError(
-                f"{value!r} is not a ClickHouse URL; expected chdb://PATH (embedded) or "
+                f"{redacted_url(value)!r} is not a ClickHouse URL; expected chdb://PATH (embedded) or "
                 "http(s)://user:pass@host:8123/db (a server)"
             )
         return value
@@ -367,6 +367,31 @@ class Settings(BaseSettings):
         return "./vigil-wal"
 
 
+def redacted_url(url: str) -> str:
+    """`url` with its password replaced, for logs and messages.
+
+    >>> redacted_url("http://vigil:s3cret@ch.internal:8123/obs")
+    'http://vigil:***@ch.internal:8123/obs'
+    >>> redacted_url("chdb:///var/lib/vigil")
+    'chdb:///var/lib/vigil'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def _shown(field: str, value: Any) -> str:
+    """A refused setting's value as an error message may show it: never a secret."""
+    info = Settings.model_fields.get(field)
+    if info is not None and info.repr is False:
+        return "(hidden)"
+    if field == "clickhouse_url" and isinstance(value, str):
+        return repr(redacted_url(value))
+    return repr(value)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build `Settings`, turning validation failures into one `ConfigError` that names each variable."""
     try:
@@ -376,7 +401,7 @@ def load_settings(**overrides: Any) -> Settings:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"VIGIL_{field.upper()}={error.get('input')!r}: {message}")
+            problems.append(f"VIGIL_{field.upper()}={_shown(field, error.get('input'))}: {message}")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
     settings.validate_batching()
     return settings

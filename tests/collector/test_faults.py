@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.clickhouse_http import ClickHouseHttp
 from tests.collector.test_otlp_grpc import METHOD
 from tests.collector.test_otlp_http import PROTOBUF, good_and_bad_request, status_of, stored_trace_ids
 from tests.conftest import RunningVigil
@@ -32,11 +33,8 @@ from tests.test_cli import VIGIL, vigil_env, wait_for_trace, wait_ready
 from tests.test_roles import Roles
 from tests.waiting import wait_until
 from vigil.collector.wal import WalCapacity
-from vigil.collector.writer import Inserter
 from vigil.errors import StoreUnavailable
-from vigil.store.client import Client
-from vigil.store.migrate import migrate
-from vigil.store.schema import DdlContext
+from vigil.store.client import Client, chdb_path
 from vigil.store.write import StoreWriter
 
 WAL_FULL = "the write-ahead log is full (1024 bytes) while inserts catch up; retry shortly"
@@ -245,13 +243,13 @@ def test_a_full_spill_queue_during_a_store_outage_is_503_and_unavailable_and_kee
     assert readyz(vigil_server)[0] == 200
 
 
-def test_a_collector_whose_clickhouse_server_refuses_connections_keeps_its_data_for_the_replay(
-    vigil_settings: dict[str, Any], tmp_path: Path, chdb_client: Client, database: str
+def test_a_collector_whose_clickhouse_server_refuses_connections_replays_its_data_when_the_server_comes(
+    vigil_settings: dict[str, Any], tmp_path: Path, chdb_url: str, chdb_client: Client, database: str
 ) -> None:
-    # Nothing listens on this port: every connection is refused, from the first start on.
-    refusing = f"http://127.0.0.1:{free_port()}/{database}"
+    # Nothing listens on this port yet: every connection is refused, from the first start on.
+    clickhouse = ClickHouseHttp(chdb_path(chdb_url), port=free_port())
     limit = 64 * 1024
-    settings = {**vigil_settings, "clickhouse_url": refusing, "max_wal_bytes": limit}
+    settings = {**vigil_settings, "clickhouse_url": clickhouse.url(database), "max_wal_bytes": limit}
     roles = Roles()
     try:
         collector = roles.start({"collector"}, **settings)
@@ -295,17 +293,21 @@ def test_a_collector_whose_clickhouse_server_refuses_connections_keeps_its_data_
                 "reason": message,
             },
         )
-    finally:
-        roles.stop_all()  # ClickHouse still down: the rows stay in the log
 
-    # ClickHouse is back (here the embedded one, sent rows as a server is): the log is replayed.
-    migrate(chdb_client, DdlContext(database=database))
-    replay = Inserter(StoreWriter(chdb_client, database, local_files=False), tmp_path / "wal")
-    replay.start()
-    assert replay.wait_idle(60)
-    replay.shutdown()
-    rows = chdb_client.query(f"SELECT TraceId, count() FROM {database}.spans GROUP BY TraceId").result_rows
-    assert sorted(rows) == [(trace_id, 1) for trace_id in sorted(acknowledged)]
+        # The server comes: the collector connects, creates the schema and replays its log, oldest first.
+        clickhouse.start()
+        assert wait_until(lambda: not inserter.failing, timeout_s=60)
+        assert inserter.wait_idle(60)
+        assert chdb_client.query(f"EXISTS TABLE {database}.spans").result_rows == [(1,)]
+        rows = chdb_client.query(f"SELECT TraceId, count() FROM {database}.spans GROUP BY TraceId").result_rows
+        assert sorted(rows) == [(trace_id, 1) for trace_id in sorted(acknowledged)]
+        assert wait_until(lambda: httpx.get(f"{collector.api}/readyz").json()["store"] == "up")
+        # Sent as Arrow over HTTP (a server cannot read the collector's files), each accepted.
+        inserts = clickhouse.statements(rf"^INSERT INTO {database}\.spans\b")
+        assert inserts and {(s.sql.split()[-1], s.error_code) for s in inserts} == {("Arrow", None)}
+    finally:
+        roles.stop_all()
+        clickhouse.stop()
 
 
 class Load(threading.Thread):

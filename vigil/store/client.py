@@ -59,6 +59,11 @@ def _open_chdb(url: str) -> Client:
         return client
 
 
+# ClickHouse's answers to a wrong user or password: AUTHENTICATION_FAILED (and, from older servers,
+# UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD).
+_CREDENTIAL_ERRORS = frozenset({516, 192, 193, 194})
+
+
 def _open_http(url: str, **kwargs: Any) -> Client:
     parts = urlsplit(url)
     try:
@@ -71,7 +76,23 @@ def _open_http(url: str, **kwargs: Any) -> Client:
             **kwargs,
         )
     except Exception as exc:  # the driver raises several types for "cannot connect"
+        if getattr(exc, "code", None) in _CREDENTIAL_ERRORS:
+            # Not an outage to wait out: no retry will ever get in.
+            raise ConfigError(
+                f"ClickHouse at {parts.hostname}:{parts.port} refused user {unquote(parts.username or 'default')!r}: "
+                f"{_server_message(exc)}. Check the user and password in VIGIL_CLICKHOUSE_URL "
+                "(percent-encode any of : / @ ? # in them)"
+            ) from None
         raise StoreUnavailable(f"cannot reach ClickHouse at {parts.hostname}:{parts.port}: {exc}") from exc
+
+
+def _server_message(exc: Exception) -> str:
+    """ClickHouse's own words in a driver exception: "Authentication failed: ..."."""
+    text = str(exc)
+    start = text.find("DB::Exception: ")
+    if start < 0:
+        return text
+    return text[start + len("DB::Exception: ") :].split(" (for url ")[0].rstrip(". ")
 
 
 def open_client(url: str) -> Client:

@@ -1087,6 +1087,23 @@ LEASES = Table(
     shard_key="cityHash64(Name)",
 )
 
+# Digests of the OTLP requests each Vigil stored (see vigil.collector.request_exchange), so that a
+# retry a load balancer routes to another host is recognised there. Read by insertion time, kept an
+# hour (dedup windows are minutes); no deduplication window, as two hosts' identical rows are both news.
+REQUEST_DIGESTS = Table(
+    name="request_digests",
+    columns="""
+    Digest FixedString(16),
+    Host String,
+    StoredAt DateTime64(3, 'UTC'),
+    InsertedAt DateTime64(3, 'UTC') DEFAULT now64(3)""",
+    engine="MergeTree",
+    partition_by="toStartOfHour(InsertedAt)",
+    order_by="InsertedAt",
+    ttl=lambda ctx: "toDateTime(InsertedAt) + toIntervalHour(1)",
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -1114,6 +1131,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(12, "leader leases", (LEASES,)),
     # Flows stored before this version are not in the rollup: their minutes show no top ports.
     Migration(13, "per-minute destination ports of flows", (FLOW_PORTS_1M, FLOW_PORTS_1M_MV)),
+    Migration(14, "request digests shared between hosts", (REQUEST_DIGESTS,)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

@@ -1,0 +1,269 @@
+"""Vigil against a ClickHouse server: each role its own process, all through ClickHouse's HTTP interface.
+
+The server is `tests.clickhouse_http.ClickHouseHttp`: ClickHouse's HTTP interface on 127.0.0.1 over
+the test session's embedded engine, so these tests drive Vigil's server client (clickhouse-connect's
+`HttpClient`: its Native format, compression, settings and parameters) end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from clickhouse_connect.driver.client import Client
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.clickhouse_http import ClickHouseHttp
+from tests.ports import free_port
+from tests.spans import checkout_trace, expected_span, now_ns, raw_request, trace_id_of
+from tests.waiting import wait_until
+from vigil.collector.request_dedup import request_digest
+from vigil.collector.request_exchange import FLEET_JOURNAL
+from vigil.store.client import chdb_path
+from vigil.store.schema import MIGRATIONS
+
+VIGIL = [sys.executable, "-m", "vigil.cli"]
+
+
+@pytest.fixture
+def clickhouse(chdb_url: str, chdb_client: Client) -> Iterator[ClickHouseHttp]:
+    # A password that must be URL-decoded on its way from VIGIL_CLICKHOUSE_URL to the server.
+    with ClickHouseHttp(chdb_path(chdb_url), user="vigil", password="s3cret:/@ pass") as server:
+        yield server
+
+
+class Role:
+    """A `vigil ROLE` process with its own ports, log and write-ahead log directory."""
+
+    def __init__(self, role: str, clickhouse_url: str, directory: Path, **variables: str) -> None:
+        self.role = role
+        directory.mkdir(parents=True, exist_ok=True)
+        self.log = directory / f"{role}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+        self.env.update(
+            VIGIL_CLICKHOUSE_URL=clickhouse_url,
+            VIGIL_HTTP_PORT=str(free_port()),
+            VIGIL_OTLP_HTTP_PORT=str(free_port()),
+            VIGIL_OTLP_GRPC_PORT=str(free_port()),
+            VIGIL_STATSD_PORT=str(free_port()),
+            VIGIL_NETFLOW_PORT="0",
+            VIGIL_IPFIX_PORT="0",
+            VIGIL_COLLECTOR_PROCESSES="0",
+            VIGIL_MAX_BATCH_AGE="20ms",
+            VIGIL_WAL_DIR=str(directory / "wal"),
+            **variables,
+        )
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [*VIGIL, role], env=self.env, stdout=subprocess.DEVNULL, stderr=log, text=True
+            )
+
+    def url(self, variable: str) -> str:
+        return f"http://127.0.0.1:{self.env[variable]}"
+
+    def said(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"vigil {self.role} exited with {self.process.returncode}: {self.said()}")
+            try:
+                if httpx.get(f"{self.url('VIGIL_HTTP_PORT')}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"vigil {self.role} was not ready within {timeout_s} s: {self.said()}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+@pytest.fixture
+def started() -> Iterator[list[Role]]:
+    roles: list[Role] = []
+    yield roles
+    for role in roles:
+        role.stop()
+
+
+def wait_for_trace(api: Role, trace_id: str, timeout_s: float = 30) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{api.url('VIGIL_HTTP_PORT')}/api/v1/traces/{trace_id}")
+        if response.status_code == 200:
+            return dict(response.json())
+        time.sleep(0.1)
+    raise AssertionError(f"trace {trace_id} did not appear within {timeout_s} s")
+
+
+def leading(detect: Role) -> float | None:
+    """`vigil_detector_leader` on a detect replica's /metrics (None before it answers)."""
+    try:
+        text = httpx.get(f"{detect.url('VIGIL_HTTP_PORT')}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "vigil_detector_leader":
+            return float(family.samples[0].value)
+    return None
+
+
+def lease_holder(client: Client, database: str) -> str:
+    ((holder,),) = client.query(f"SELECT Holder FROM {database}.leases FINAL").result_rows
+    return str(holder)
+
+
+def expected_trace(spans: list) -> dict[str, object]:  # type: ignore[type-arg]
+    ordered = sorted((expected_span(s) for s in spans), key=lambda s: (s["start_time_unix_nano"], s["span_id"]))
+    return {"trace_id": trace_id_of(spans), "spans": ordered}
+
+
+@pytest.mark.slow
+def test_two_collectors_an_api_and_two_detect_replicas_in_their_own_processes_share_one_clickhouse_server(
+    clickhouse: ClickHouseHttp, started: list[Role], database: str, chdb_client: Client, tmp_path: Path
+) -> None:
+    url = clickhouse.url(database)
+    # All five start at once: they migrate the same database concurrently, as a rollout does.
+    collectors = [Role("collector", url, tmp_path / f"collector-{n}") for n in (1, 2)]
+    api = Role("api", url, tmp_path / "api")
+    detects = [Role("detect", url, tmp_path / f"detect-{n}", VIGIL_LEASE_TTL="4s") for n in (1, 2)]
+    started += [*collectors, api, *detects]
+    for role in started:
+        role.wait_ready()
+
+    # One trace to each collector: over OTLP/gRPC to the first, OTLP/HTTP to the second.
+    first, second = checkout_trace(), checkout_trace()
+    grpc_exporter = GrpcSpanExporter(endpoint=collectors[0].url("VIGIL_OTLP_GRPC_PORT"), insecure=True)
+    http_exporter = HttpSpanExporter(endpoint=f"{collectors[1].url('VIGIL_OTLP_HTTP_PORT')}/v1/traces")
+    try:
+        assert grpc_exporter.export(first) == SpanExportResult.SUCCESS
+        assert http_exporter.export(second) == SpanExportResult.SUCCESS
+    finally:
+        grpc_exporter.shutdown()
+        http_exporter.shutdown()
+    assert wait_for_trace(api, trace_id_of(first)) == expected_trace(first)
+    assert wait_for_trace(api, trace_id_of(second)) == expected_trace(second)
+
+    # Each collector inserted its own trace's spans, under a deduplication token of its own.
+    inserts = clickhouse.statements(rf"^INSERT INTO {database}\.spans\b")
+    assert len(inserts) == 2
+    assert all(s.settings.get("insert_deduplication_token") for s in inserts)
+    assert len({s.settings["insert_deduplication_token"] for s in inserts}) == 2
+
+    # One detect replica leads, as its metrics and the lease row both say; the other stands by.
+    assert wait_until(lambda: sorted(leading(d) for d in detects) == [0.0, 1.0], timeout_s=30)
+    leader, standby = detects if leading(detects[0]) == 1.0 else detects[::-1]
+    assert lease_holder(chdb_client, database).startswith(f"{socket.gethostname()}-{leader.process.pid}-")
+
+    # Four concurrent migrations left each version recorded and every statement succeeded, as "vigil".
+    versions = chdb_client.query(f"SELECT DISTINCT version FROM {database}.schema_migrations ORDER BY version")
+    assert [v for (v,) in versions.result_rows] == [m.version for m in MIGRATIONS]
+    assert [(s.sql, s.error_code) for s in clickhouse.queries if s.error_code is not None] == []
+    assert {s.user for s in clickhouse.queries} == {"vigil"}
+
+    # The leader stops (releasing its lease): the standby takes over.
+    assert leader.stop() == 0, leader.said()
+    assert wait_until(lambda: leading(standby) == 1.0, timeout_s=30)
+    assert lease_holder(chdb_client, database).startswith(f"{socket.gethostname()}-{standby.process.pid}-")
+
+    # The logs name the store without its password.
+    password = clickhouse.password
+    for role in started:
+        assert role.stop() == 0, role.said()
+        said = role.said()
+        assert (password in said, quote(password, safe="") in said) == (False, False)
+        assert f"store http://vigil:***@127.0.0.1:{clickhouse.port}/{database} (database {database})" in said
+
+
+def last_line(role: Role) -> str:
+    assert role.process.wait(timeout=60) is not None
+    return role.said().rstrip("\n").rpartition("\n")[2]
+
+
+@pytest.mark.parametrize("command", ["collector", "api", "detect"])
+def test_a_wrong_clickhouse_password_stops_a_role_at_start_naming_the_cause(
+    command: str, clickhouse: ClickHouseHttp, database: str, tmp_path: Path
+) -> None:
+    role = Role(command, f"http://vigil:not-it@127.0.0.1:{clickhouse.port}/{database}", tmp_path)
+    # No retry would ever get in, so even a collector, which outlives an outage, stops.
+    assert last_line(role) == (
+        f"vigil: ClickHouse at 127.0.0.1:{clickhouse.port} refused user 'vigil': vigil: Authentication failed: "
+        "password is incorrect, or there is no user with such name. (AUTHENTICATION_FAILED). Check the user and "
+        "password in VIGIL_CLICKHOUSE_URL (percent-encode any of : / @ ? # in them)"
+    )
+    assert role.process.returncode == 2
+    assert "not-it" not in role.said()
+
+
+def test_an_api_whose_clickhouse_is_unreachable_stops_saying_so_and_what_to_do(tmp_path: Path) -> None:
+    port = free_port()
+    role = Role("api", f"http://vigil:s3cret@127.0.0.1:{port}/obs", tmp_path)
+    line = last_line(role)
+    assert line.startswith(f"vigil: cannot reach ClickHouse at 127.0.0.1:{port}: ")
+    assert line.endswith(
+        "Only a collector alone starts without ClickHouse (its write-ahead log keeps the data); the api and detect "
+        "roles need it now: start ClickHouse first, or let the supervisor restart this process until it answers"
+    )
+    assert (role.process.returncode, "Traceback" in role.said(), "s3cret" in role.said()) == (1, False, False)
+
+
+def deduplicated(collector: Role) -> float:
+    text = httpx.get(f"{collector.url('VIGIL_HTTP_PORT')}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "vigil_receiver_deduplicated_requests":
+            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    raise AssertionError("no vigil_receiver_deduplicated_requests on /metrics")
+
+
+@pytest.mark.slow
+def test_a_retry_the_load_balancer_sends_to_another_host_is_answered_and_not_stored_twice(
+    clickhouse: ClickHouseHttp, started: list[Role], database: str, chdb_client: Client, tmp_path: Path
+) -> None:
+    url = clickhouse.url(database)
+    first_host, second_host = (Role("collector", url, tmp_path / host) for host in ("host-1", "host-2"))
+    started += [first_host, second_host]
+    for role in started:
+        role.wait_ready()
+    trace_id, span_ids = os.urandom(16), [os.urandom(8) for _ in range(3)]
+    start = now_ns()
+    body = raw_request([{"trace_id": trace_id, "span_id": s, "start": start, "end": start + 5} for s in span_ids])
+    request = body.SerializeToString()
+
+    def post(host: Role) -> int:
+        url = f"{host.url('VIGIL_OTLP_HTTP_PORT')}/v1/traces"
+        return httpx.post(url, content=request, headers={"Content-Type": "application/x-protobuf"}).status_code
+
+    assert post(first_host) == 200
+    # The first host's answer is lost; by the exporter's retry the digest has reached the second host.
+    digest = request_digest("traces", "application/x-protobuf", request).hex().encode()
+    fleet_journal = Path(second_host.env["VIGIL_WAL_DIR"]) / FLEET_JOURNAL
+    assert wait_until(lambda: fleet_journal.exists() and digest in fleet_journal.read_bytes(), timeout_s=30)
+    assert post(second_host) == 200
+    assert (deduplicated(first_host), deduplicated(second_host)) == (0, 1)
+
+    for role in started:
+        assert role.stop() == 0, role.said()
+    rows = chdb_client.query(f"SELECT SpanId, count() FROM {database}.spans GROUP BY SpanId").result_rows
+    assert sorted(rows) == sorted((span_id.hex(), 1) for span_id in span_ids)
