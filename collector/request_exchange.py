@@ -108,8 +108,9 @@ class RequestExchange:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-        with contextlib.suppress(Exception):  # best effort: ClickHouse may be gone
-            self.run_once()
+        if not self._failing:  # a ClickHouse that is away would only hold the stop up
+            with contextlib.suppress(Exception):
+                self.run_once()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
@@ -143,6 +144,10 @@ class RequestExchange:
                 self._tails.setdefault(path, JournalTail())
         for path, tail in self._tails.items():
             self._unpublished += read_journal(path, tail)
+        # While ClickHouse is away the backlog grows; what has left the window no one needs.
+        cutoff = self._clock() - self.window_s
+        if self._unpublished and self._unpublished[0][0] <= cutoff:
+            self._unpublished = [entry for entry in self._unpublished if entry[0] > cutoff]
 
     def _publish(self, client: Client) -> int:
         published = 0

@@ -11,6 +11,7 @@ import pytest
 
 from vigil.collector.request_dedup import DedupConfig, JournalTail, RequestDedup, journal_line, read_journal
 from vigil.collector.request_exchange import FLEET_JOURNAL, RequestExchange
+from vigil.errors import StoreUnavailable
 from vigil.store.client import Client
 from vigil.store.migrate import migrate
 from vigil.store.schema import DdlContext
@@ -146,3 +147,35 @@ def test_digests_older_than_the_window_are_not_journaled_and_the_fleet_journal_i
         assert fleet(short) == later  # 8 lines of which 2 in the window: rewritten with those
     finally:
         short.shutdown()
+
+
+def test_while_clickhouse_is_away_digests_wait_and_those_past_the_window_are_dropped(
+    chdb_client: Client, database: str, exchanges: dict[str, RequestExchange], tmp_path: Path
+) -> None:
+    b = exchanges["host-b"]
+    start = round(time.time(), 3)
+    clock = [start]
+    away = [True]
+
+    def connect() -> Client:
+        if away[0]:
+            raise StoreUnavailable("cannot reach ClickHouse at 127.0.0.1:8123: connection refused")
+        return chdb_client
+
+    a = RequestExchange(tmp_path / "host-e", connect, database, "host-e", window_s=60, clock=lambda: clock[0])
+    a.start()
+    try:
+        journal(a.journal_dir, "collector-0.requests", [(start, b"\x01" * 16)])
+        with pytest.raises(StoreUnavailable):
+            a.run_once()
+        clock[0] = start + 30
+        journal(a.journal_dir, "collector-0.requests", [(start + 30, b"\x02" * 16)])
+        with pytest.raises(StoreUnavailable):
+            a.run_once()
+        clock[0] = start + 70  # the first digest has left the window meanwhile
+        away[0] = False
+        assert a.run_once() == (1, 0)
+        assert b.run_once() == (0, 1)
+        assert fleet(b) == [(start + 30, b"\x02" * 16)]
+    finally:
+        a.shutdown()
