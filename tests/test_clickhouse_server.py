@@ -269,3 +269,15 @@ def test_a_retry_the_load_balancer_sends_to_another_host_is_answered_and_not_sto
         assert role.stop() == 0, role.said()
     rows = chdb_client.query(f"SELECT SpanId, count() FROM {database}.spans GROUP BY SpanId").result_rows
     assert sorted(rows) == sorted((span_id.hex(), 1) for span_id in span_ids)
+
+
+def test_a_detect_backfill_whose_clickhouse_is_unreachable_stops_saying_so(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    port = free_port()
+    env["VIGIL_CLICKHOUSE_URL"] = f"http://vigil:s3cret@127.0.0.1:{port}/obs"
+    done = subprocess.run([*VIGIL, "detect", "--once"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert (
+        done.stderr.rstrip("\n").rpartition("\n")[2].startswith(f"vigil: cannot reach ClickHouse at 127.0.0.1:{port}: ")
+    )
+    assert ("Traceback" in done.stderr, "s3cret" in done.stderr) == (False, False)

@@ -252,6 +252,9 @@ def detect(
     except ConfigError as exc:
         typer.echo(f"vigil: {exc}", err=True)
         raise typer.Exit(2) from None
+    except StoreUnavailable as exc:
+        typer.echo(f"vigil: {exc}", err=True)
+        raise typer.Exit(1) from None
     engine = DetectorEngine.from_settings(settings, client, database)
     if backfill_s is not None:
         start = time.time() - backfill_s
