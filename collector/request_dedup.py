@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,7 @@ __all__ = [
     "part_digest",
     "read_journal",
     "request_digest",
+    "rewrite_journal",
 ]
 
 logger = logging.getLogger(__name__)
@@ -265,11 +266,8 @@ class RequestDedup:
     def _compact(self) -> None:
         """Rewrite this collector's journal with only what is still remembered (atomically)."""
         assert self.journal is not None and self._fd is not None
-        tmp = self.journal.with_name(self.journal.name + ".tmp")
-        tmp.write_bytes(b"".join(journal_line(stamp, digest) for stamp, digest in self._own))
-        os.replace(tmp, self.journal)
         os.close(self._fd)
-        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = rewrite_journal(self.journal, self._own)
         self._journal_lines = len(self._own)
 
     def _scan_siblings(self, now: float) -> None:
@@ -301,6 +299,17 @@ def read_journal(path: Path, tail: JournalTail) -> list[tuple[float, bytes]]:
         tail.offset += complete
         return [entry for raw in data[:complete].splitlines() if (entry := _parse(raw)) is not None]
     return []
+
+
+def rewrite_journal(path: Path, entries: Iterable[tuple[float, bytes]]) -> int:
+    """Replace `path` atomically by a journal of `entries`; returns a descriptor appending to it.
+
+    Readers following the old file see a new one (another inode) and read it from the start.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(journal_line(stamp, digest) for stamp, digest in entries))
+    os.replace(tmp, path)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def journal_line(stamp: float, digest: bytes) -> bytes:

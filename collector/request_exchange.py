@@ -38,7 +38,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from vigil.collector.request_dedup import JOURNAL_SUFFIX, JournalTail, journal_line, read_journal
+from vigil.collector.request_dedup import JOURNAL_SUFFIX, JournalTail, journal_line, read_journal, rewrite_journal
 
 __all__ = ["FLEET_JOURNAL", "RequestExchange"]
 
@@ -200,10 +200,7 @@ class RequestExchange:
         while self._journaled and self._journaled[0][0] <= now - self.window_s:
             self._journaled.popleft()
         if self._journal_lines >= 2 * max(len(self._journaled), _COMPACT_MIN_LINES):
-            # Rewritten with what is still in the window; readers see a new file and read it anew.
-            tmp = self.fleet_journal.with_name(self.fleet_journal.name + ".tmp")
-            tmp.write_bytes(b"".join(journal_line(stamp, digest) for stamp, digest in self._journaled))
-            os.replace(tmp, self.fleet_journal)
+            # Rewritten with what is still in the window.
             os.close(self._fd)
-            self._fd = os.open(self.fleet_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = rewrite_journal(self.fleet_journal, self._journaled)
             self._journal_lines = len(self._journaled)

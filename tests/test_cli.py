@@ -49,14 +49,14 @@ def wait_ready(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             said = log.read_text(errors="replace") if log is not None else process.communicate()[1]
-            raise AssertionError(f"vigil serve exited with {process.returncode}: {said}")
+            raise AssertionError(f"{' '.join(process.args[2:])} exited with {process.returncode}: {said}")
         try:
             if httpx.get(f"http://127.0.0.1:{env['VIGIL_HTTP_PORT']}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise AssertionError("vigil serve did not become ready in time")
+    raise AssertionError(f"{' '.join(process.args[2:])} did not become ready within {timeout_s} s")
 
 
 @pytest.fixture
