@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -27,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
 from tests.spans import checkout_trace, expected_span, now_ns, raw_request, trace_id_of
-from tests.test_cli import VIGIL, vigil_env, wait_ready
+from tests.test_cli import VIGIL, vigil_env, wait_for_trace, wait_ready
 from tests.waiting import wait_until
 from vigil.collector.request_dedup import request_digest
 from vigil.collector.request_exchange import FLEET_JOURNAL
@@ -88,26 +87,18 @@ def started() -> Iterator[list[Role]]:
         role.stop()
 
 
-def wait_for_trace(api: Role, trace_id: str, timeout_s: float = 30) -> dict[str, object]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{api.url('VIGIL_HTTP_PORT')}/api/v1/traces/{trace_id}")
-        if response.status_code == 200:
-            return dict(response.json())
-        time.sleep(0.1)
-    raise AssertionError(f"trace {trace_id} did not appear within {timeout_s} s")
+def metric(role: Role, sample: str) -> float | None:
+    """The sum of `sample` (e.g. ``vigil_detector_leader``) on a role's /metrics; None before it answers or has it."""
+    try:
+        text = httpx.get(f"{role.url('VIGIL_HTTP_PORT')}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return None
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == sample]
+    return sum(values) if values else None
 
 
 def leading(detect: Role) -> float | None:
-    """`vigil_detector_leader` on a detect replica's /metrics (None before it answers)."""
-    try:
-        text = httpx.get(f"{detect.url('VIGIL_HTTP_PORT')}/metrics", timeout=5).text
-    except httpx.TransportError:
-        return None
-    for family in text_string_to_metric_families(text):
-        if family.name == "vigil_detector_leader":
-            return float(family.samples[0].value)
-    return None
+    return metric(detect, "vigil_detector_leader")
 
 
 def lease_holder(client: Client, database: str) -> str:
@@ -143,8 +134,8 @@ def test_two_collectors_an_api_and_two_detect_replicas_in_their_own_processes_sh
     finally:
         grpc_exporter.shutdown()
         http_exporter.shutdown()
-    assert wait_for_trace(api, trace_id_of(first)) == expected_trace(first)
-    assert wait_for_trace(api, trace_id_of(second)) == expected_trace(second)
+    assert wait_for_trace(api.env, trace_id_of(first)) == expected_trace(first)
+    assert wait_for_trace(api.env, trace_id_of(second)) == expected_trace(second)
 
     # Each collector inserted its own trace's spans, under a deduplication token of its own.
     inserts = clickhouse.statements(rf"^INSERT INTO {database}\.spans\b")
@@ -209,12 +200,8 @@ def test_an_api_whose_clickhouse_is_unreachable_stops_saying_so_and_what_to_do(t
     assert (role.process.returncode, "Traceback" in role.said(), "s3cret" in role.said()) == (1, False, False)
 
 
-def deduplicated(collector: Role) -> float:
-    text = httpx.get(f"{collector.url('VIGIL_HTTP_PORT')}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "vigil_receiver_deduplicated_requests":
-            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
-    raise AssertionError("no vigil_receiver_deduplicated_requests on /metrics")
+def deduplicated(collector: Role) -> float | None:
+    return metric(collector, "vigil_receiver_deduplicated_requests_total")
 
 
 @pytest.mark.slow
