@@ -30,7 +30,7 @@ from tests.test_cli import VIGIL, vigil_env, wait_for_trace, wait_ready
 from tests.waiting import wait_until
 from vigil.collector.request_dedup import request_digest
 from vigil.collector.request_exchange import FLEET_JOURNAL
-from vigil.store.client import chdb_path
+from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, chdb_path
 from vigil.store.schema import MIGRATIONS
 
 
@@ -142,6 +142,12 @@ def test_two_collectors_an_api_and_two_detect_replicas_in_their_own_processes_sh
     assert len(inserts) == 2
     assert all(s.settings.get("insert_deduplication_token") for s in inserts)
     assert len({s.settings["insert_deduplication_token"] for s in inserts}) == 2
+    # Inserts yield to queries on the server too: the collectors' at INSERT_PRIORITY, the reads at READ_PRIORITY.
+    priorities = {
+        (s.sql.startswith("INSERT"), s.settings.get("priority"))
+        for s in clickhouse.statements(rf"\b{database}\.spans\b")
+    }
+    assert priorities == {(True, str(INSERT_PRIORITY)), (False, str(READ_PRIORITY))}
 
     # One detect replica leads, as its metrics and the lease row both say; the other stands by.
     assert wait_until(lambda: sorted(leading(d) for d in detects) == [0.0, 1.0], timeout_s=30)

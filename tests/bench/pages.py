@@ -1,7 +1,7 @@
 """Dashboard page benchmark: server time of every page, and of the API calls behind them, on a day of data.
 
     .venv/bin/python -m tests.bench.pages --data-dir /var/tmp/vigil-pages [--spans 10000000] [--logs 5000000]
-        [--requests 20] [--ranges 15m,1h,24h]
+        [--requests 20] [--ranges 15m,1h,24h] [--concurrent 1]
 
 When `--data-dir` is new or empty, `tests.bench.page_data` fills it first (in a child process: one
 chDB directory, one process) with `--spans` spans and `--logs` logs over the last 24 h. A store it
@@ -12,7 +12,9 @@ Then `vigil serve` runs over it (VIGIL_CLICKHOUSE_URL=chdb://DIR, detectors off,
 processes) and each URL is requested once to warm up, then `--requests` times in a row over
 loopback with keep-alive. The time is the wall time of the HTTP request: what a browser on the
 same host waits for the HTML or JSON; `/healthz`, which reads nothing, is the floor under every
-figure. The table gives p50 and p95 per URL and range; a page that answers 404 (not built yet)
+figure. With `--concurrent N`, N clients (each its own connection) request each URL `--requests`
+times at once, as a team opening the dashboard together during an incident; every request's
+time counts. The table gives p50 and p95 per URL and range; a page that answers 404 (not built yet)
 is listed as missing, any other failure with its status. The pages whose p95 must stay under
 200 ms (services, one service, one trace) are summed up at the end. Asserts nothing.
 
@@ -30,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -173,26 +177,37 @@ def urls(service: str, trace_id: str, ranges: list[str]) -> list[Url]:
     ]
 
 
-def time_url(client: httpx.Client, url: Url, requests: int) -> Timing:
-    warm = client.get(url.path)
+def time_url(clients: list[httpx.Client], url: Url, requests: int) -> Timing:
+    """`requests` timed requests of `url` from each client, all clients at once."""
+    warm = clients[0].get(url.path)
     if warm.status_code == 404:
         return Timing(url, "missing", float("nan"), float("nan"), 0)
     if warm.status_code != 200:
         return Timing(url, f"HTTP {warm.status_code}", float("nan"), float("nan"), len(warm.content))
-    elapsed = []
-    for _ in range(requests):
-        began = time.perf_counter()
-        response = client.get(url.path)
-        elapsed.append(time.perf_counter() - began)
-        if response.status_code != 200:
-            return Timing(url, f"HTTP {response.status_code}", float("nan"), float("nan"), len(response.content))
-    ms = np.array(elapsed) * 1000
+
+    def run(client: httpx.Client) -> tuple[list[float], httpx.Response | None]:
+        elapsed = []
+        for _ in range(requests):
+            began = time.perf_counter()
+            response = client.get(url.path)
+            elapsed.append(time.perf_counter() - began)
+            if response.status_code != 200:
+                return elapsed, response
+        return elapsed, None
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        results = list(pool.map(run, clients))
+    for _, failed in results:
+        if failed is not None:
+            return Timing(url, f"HTTP {failed.status_code}", float("nan"), float("nan"), len(failed.content))
+    ms = np.array([t for elapsed, _ in results for t in elapsed]) * 1000
     return Timing(url, "ok", float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), len(warm.content))
 
 
-def report(timings: list[Timing], requests: int) -> None:
+def report(timings: list[Timing], requests: int, concurrent: int) -> None:
     width = max(len(t.url.path) for t in timings)
-    print(f"\n{'URL':{width}}  {'range':>5}  {'p50 ms':>8}  {'p95 ms':>8}  {'KiB':>7}  ({requests} requests each)")
+    each = f"{requests} requests each" + (f" from {concurrent} clients at once" if concurrent > 1 else "")
+    print(f"\n{'URL':{width}}  {'range':>5}  {'p50 ms':>8}  {'p95 ms':>8}  {'KiB':>7}  ({each})")
     for t in timings:
         figures = f"{t.p50_ms:8.1f}  {t.p95_ms:8.1f}  {t.size / 1024:7.1f}" if t.outcome == "ok" else f"{t.outcome:>8}"
         print(f"{t.url.path:{width}}  {t.url.range or '-':>5}  {figures}")
@@ -209,6 +224,7 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=5_000_000, help="logs to generate when the store is new")
     parser.add_argument("--requests", type=int, default=20, help="timed requests per URL")
     parser.add_argument("--ranges", default=DEFAULT_RANGES, help="comma-separated page ranges")
+    parser.add_argument("--concurrent", type=int, default=1, help="clients requesting each URL at once")
     args = parser.parse_args()
     data_dir = args.data_dir.resolve()
     made = generated(data_dir)
@@ -224,14 +240,17 @@ def main() -> None:
         process, base = start_vigil(data_dir, Path(wal))
         print(f"vigil serve ready in {time.perf_counter() - began:.1f} s at {base}")
         try:
-            with httpx.Client(base_url=base, timeout=120) as client:
-                service, trace_id = subjects(client)
+            with ExitStack() as stack:
+                clients = [
+                    stack.enter_context(httpx.Client(base_url=base, timeout=120)) for _ in range(args.concurrent)
+                ]
+                service, trace_id = subjects(clients[0])
                 print(f"service {service}, trace {trace_id}")
                 ranges = [r.strip() for r in args.ranges.split(",") if r.strip()]
-                timings = [time_url(client, url, args.requests) for url in urls(service, trace_id, ranges)]
+                timings = [time_url(clients, url, args.requests) for url in urls(service, trace_id, ranges)]
         finally:
             stop_vigil(process)
-    report(timings, args.requests)
+    report(timings, args.requests, args.concurrent)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,18 @@
 chDB allows one data path per process, and opening takes about a second and 300 MB, so
 clients for a chDB path are shared: a second `open_client` for the same path returns the
 same client, and one for a different path fails with a message saying why.
+
+The shared embedded client runs each call on a chDB handle no other call is using
+(`HandlePool`), so that a page's query need not wait for an insert to end. Every client's
+queries carry ClickHouse's `priority` setting, `READ_PRIORITY`, above the inserter's
+`INSERT_PRIORITY`, so that an insert pauses while a query runs, on chDB and on a server alike.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
@@ -17,10 +22,66 @@ from clickhouse_connect.driver.client import Client
 
 from vigil.errors import ConfigError, StoreUnavailable
 
-__all__ = ["Client", "chdb_path", "open_client"]
+__all__ = ["INSERT_PRIORITY", "READ_PRIORITY", "Client", "HandlePool", "chdb_path", "open_client"]
+
+# ClickHouse's query `priority` (smaller runs first; 0 means none): while a query of a smaller
+# number runs, one of a larger number pauses between blocks (for at most a second at a time).
+# Every query but the inserter's runs at READ_PRIORITY: inserts have their rows safe in the
+# write-ahead log already, so they are the work that can wait.
+READ_PRIORITY = 1
+INSERT_PRIORITY = 10
 
 _chdb_lock = threading.Lock()
 _chdb_client: tuple[str, Client] | None = None
+
+
+class HandlePool:
+    """An embedded ClickHouse client that runs each call on a chDB handle no other call is using.
+
+    clickhouse-connect's chDB client holds one handle and runs one call at a time on it, so a
+    single client shared by the inserter, the detectors and the API's request threads queued
+    every page's query behind whatever insert was running (seconds under heavy ingest). Handles
+    to one engine run in parallel and cost under 1 MiB each, but opening one takes 15-60 ms, so
+    they are kept and reused: a call takes a free handle (opening one only when all are busy)
+    and gives it back when it returns. Every attribute of clickhouse-connect's `Client` is
+    available; a method call runs on a pooled handle. (Vigil's calls all finish within the call;
+    a streaming result would keep using its handle after the handle went back to the pool.)
+    """
+
+    def __init__(self, path: str, settings: dict[str, Any]) -> None:
+        self.path = path
+        self._settings = settings
+        self._lock = threading.Lock()
+        # The first opens the engine, so a bad path fails here and not on a later call.
+        self._first = self._open()
+        self._free = [self._first]
+
+    def _open(self) -> Client:
+        return clickhouse_connect.get_client(dsn=f"chdb://{self.path}", settings=self._settings)
+
+    def _take(self) -> Client:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self._open()
+
+    def _give_back(self, handle: Client) -> None:
+        with self._lock:
+            self._free.append(handle)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._first, name)
+        if not callable(attribute):
+            return attribute
+
+        def on_a_free_handle(*args: Any, **kwargs: Any) -> Any:
+            handle = self._take()
+            try:
+                return getattr(handle, name)(*args, **kwargs)
+            finally:
+                self._give_back(handle)
+
+        return on_a_free_handle
 
 
 def chdb_path(url: str) -> str:
@@ -49,7 +110,7 @@ def _open_chdb(url: str) -> Client:
             return client
         os.makedirs(path, exist_ok=True)
         try:
-            client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+            client = cast(Client, HandlePool(path, {"priority": READ_PRIORITY}))
         except Exception as exc:
             raise ConfigError(
                 f"cannot open the embedded ClickHouse at {path}: {exc}. Only one process may open a data "
@@ -73,6 +134,7 @@ def _open_http(url: str, **kwargs: Any) -> Client:
             username=unquote(parts.username or "default"),
             password=unquote(parts.password or ""),
             secure=parts.scheme == "https",
+            settings={"priority": READ_PRIORITY},
             **kwargs,
         )
     except Exception as exc:  # the driver raises several types for "cannot connect"

@@ -13,6 +13,7 @@ import pyarrow.ipc as ipc
 from clickhouse_connect.driver.client import Client
 
 from vigil.errors import StoreUnavailable
+from vigil.store.client import INSERT_PRIORITY
 from vigil.store.schema import METRIC_TABLES
 
 __all__ = ["ConnectingStoreWriter", "StoreWriter"]
@@ -45,8 +46,8 @@ class StoreWriter:
         settings = (
             {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
             if dedup_token
-            else None
-        )
+            else {}
+        ) | {"priority": INSERT_PRIORITY}  # inserts yield to every other query: see vigil.store.client
         try:
             # One insert at a time: concurrent inserts gain nothing on one node and multiply parts.
             with self._lock:
@@ -75,7 +76,7 @@ class StoreWriter:
         statement = (
             f"INSERT INTO {self.database}.{table} FROM INFILE {_sql_string(pattern)} "
             f"SETTINGS insert_deduplication_token = {_sql_string(dedup_token)}, "
-            "deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT ArrowStream"
+            f"deduplicate_blocks_in_dependent_materialized_views = 1, priority = {INSERT_PRIORITY} FORMAT ArrowStream"
         )
         try:
             with self._lock:

@@ -1,0 +1,99 @@
+"""The embedded client: a handle per thread, so queries run side by side; inserts yield to queries."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.ipc as ipc
+import pytest
+
+from tests.collector.test_wal import span_rows
+from tests.waiting import wait_until
+from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, Client
+from vigil.store.migrate import migrate
+from vigil.store.schema import DdlContext
+from vigil.store.write import StoreWriter
+
+# ClickHouse caps a query's sleeping at 3 s a block: one row a block makes this one last 2.9 s
+# unless killed, which every test here does once it has seen what it came for.
+_SLOW_QUERY = "SELECT sleepEachRow(0.1), {marker:String} FROM numbers(29) SETTINGS max_block_size = 1"
+
+
+def running(client: Client, marker: str) -> int:
+    """How many queries carrying `marker` ClickHouse is running now (this one excluded)."""
+    rows = client.query(
+        "SELECT count() FROM system.processes "
+        "WHERE query LIKE {pattern:String} AND query NOT LIKE '%system.processes%'",
+        parameters={"pattern": f"%{marker}%"},
+    ).result_rows
+    return int(rows[0][0])
+
+
+def preempted(client: Client) -> int:
+    """Times ClickHouse paused a query for one of higher priority, since the engine opened."""
+    rows = client.query("SELECT value FROM system.events WHERE event = 'QueryPreempted'").result_rows
+    return int(rows[0][0]) if rows else 0
+
+
+@pytest.fixture
+def slow_query(chdb_client: Client) -> Iterator[str]:
+    """A query started on a thread of its own and killed at the end of the test; yields its marker."""
+    marker = uuid.uuid4().hex
+    errors: list[str] = []
+
+    def run() -> None:
+        try:
+            chdb_client.query(_SLOW_QUERY, parameters={"marker": marker})
+        except Exception as exc:  # killed at the end, as intended
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield marker
+    finally:
+        chdb_client.command(f"KILL QUERY WHERE query LIKE '%{marker}%' AND query NOT LIKE '%KILL QUERY%' SYNC")
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_a_thread_s_query_runs_while_another_thread_s_query_is_still_running(
+    chdb_client: Client, slow_query: str
+) -> None:
+    # A client with one handle would run this only after the slow query ended, and then find it gone.
+    assert wait_until(lambda: running(chdb_client, slow_query) == 1, timeout_s=2)
+
+
+def test_every_query_runs_at_read_priority_on_every_thread(chdb_client: Client) -> None:
+    def priority() -> object:
+        return chdb_client.query("SELECT getSetting('priority')").result_rows
+
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(priority()))
+    thread.start()
+    thread.join()
+    assert priority() == [(READ_PRIORITY,)]
+    assert seen == [[(READ_PRIORITY,)]]
+    assert READ_PRIORITY < INSERT_PRIORITY  # smaller runs first
+
+
+@pytest.mark.parametrize("path", ["arrow", "files"])
+def test_an_insert_pauses_while_a_query_runs_and_then_stores_every_row(
+    chdb_client: Client, database: str, tmp_path: Path, slow_query: str, path: str
+) -> None:
+    migrate(chdb_client, DdlContext(database=database))
+    writer = StoreWriter(chdb_client, database, local_files=path == "files")
+    rows = span_rows(20).rows
+    assert wait_until(lambda: running(chdb_client, slow_query) == 1, timeout_s=2)
+    before = preempted(chdb_client)
+    if path == "arrow":
+        writer.insert("spans", rows, dedup_token="pause-test")
+    else:  # as the inserter does on an embedded store: ClickHouse reads the log's file itself
+        with ipc.new_stream(str(tmp_path / "0.arrow"), rows.schema) as stream:
+            stream.write_table(rows)
+        writer.insert_files("spans", tmp_path, ["0.arrow"], rows=20, dedup_token="pause-test")
+    assert preempted(chdb_client) > before
+    assert chdb_client.query(f"SELECT count() FROM {database}.spans").result_rows == [(20,)]
