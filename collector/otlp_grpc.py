@@ -5,9 +5,11 @@ bytes and is decoded by the decode pool (in worker processes) rather than parsed
 Python objects on the event loop. Errors map as the OTLP specification says: bad data is
 INVALID_ARGUMENT with ``BadRequest``; a missing or unknown bearer token UNAUTHENTICATED and
 one without the ``ingest`` scope PERMISSION_DENIED (when auth is on); a full pipeline is RESOURCE_EXHAUSTED and a store
-outage UNAVAILABLE, both with ``RetryInfo`` so clients retry after the delay. Messages
-over the size limit are refused by grpcio itself with RESOURCE_EXHAUSTED (no RetryInfo:
-not retryable).
+outage UNAVAILABLE, both with ``RetryInfo`` so clients retry after the delay. A message over
+the size limit is RESOURCE_EXHAUSTED without RetryInfo (not retryable), counted as
+``too_large``. grpcio refuses a message over its own limit before any handler sees it
+(grpc/grpc#27996), so its limit is `GRPC_LIMIT_FACTOR` times Vigil's: Vigil refuses and counts
+everything up to that; only larger messages are refused by grpcio, uncounted.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from vigil.collector.decode.otlp import PROTOBUF, Signal
 from vigil.collector.ingest import OtlpIngest, export_response
 from vigil.errors import Backpressure, PermanentError, RetryableError
 
-__all__ = ["OtlpGrpcReceiver"]
+__all__ = ["GRPC_LIMIT_FACTOR", "OtlpGrpcReceiver"]
+
+# How far past VIGIL_MAX_GRPC_MESSAGE_BYTES grpcio still reads a message, so that Vigil can count
+# and explain the refusal; what a call may hold in memory grows by the same factor.
+GRPC_LIMIT_FACTOR = 2
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,9 @@ class OtlpGrpcReceiver:
         async def export(body: bytes, context: _Context) -> Message:
             if self.tokens is not None:
                 await self._authorize(signal, context)
+            if len(body) > self.max_message_bytes:
+                self.ingest.counts.reject_request(signal, "too_large")
+                await _abort(context, _status(code_pb2.RESOURCE_EXHAUSTED, self._too_large(len(body))))
             try:
                 result = await self.ingest.export(signal, "grpc", body, PROTOBUF, None)
             except PermanentError as exc:
@@ -98,6 +107,13 @@ class OtlpGrpcReceiver:
 
         return export
 
+    def _too_large(self, size: int) -> str:
+        return (
+            f"message of {size} bytes is over the limit of {self.max_message_bytes} bytes "
+            "(VIGIL_MAX_GRPC_MESSAGE_BYTES); export smaller batches (the SDK's max_export_batch_size) "
+            "or raise the limit"
+        )
+
     async def _authorize(self, signal: Signal, context: _Context) -> None:
         assert self.tokens is not None
         authorization = dict(context.invocation_metadata() or ()).get("authorization")
@@ -109,7 +125,7 @@ class OtlpGrpcReceiver:
 
     async def start(self) -> None:
         options = [
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", GRPC_LIMIT_FACTOR * self.max_message_bytes),
             # Collector processes share the port; the kernel spreads connections across them.
             ("grpc.so_reuseport", 1),
         ]
