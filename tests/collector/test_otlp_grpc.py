@@ -24,6 +24,10 @@ from vigil.collector.otlp_grpc import GRPC_LIMIT_FACTOR
 from vigil.store.client import Client
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+TOO_LARGE_TRACES = (
+    "vigil_receiver_rejected_requests_total",
+    (("collector", "collector-0"), ("reason", "too_large"), ("signal", "traces")),
+)
 
 
 @pytest.fixture
@@ -93,8 +97,7 @@ def test_a_message_over_the_limit_is_resource_exhausted_without_retry_info_says_
     )
     status = rpc_status.from_call(error)
     assert status is not None and list(status.details) == []  # no RetryInfo: clients must not retry
-    too_large = ("collector", "collector-0"), ("reason", "too_large"), ("signal", "traces")
-    assert scrape(vigil_server.api)[("vigil_receiver_rejected_requests_total", too_large)] == 1.0
+    assert scrape(vigil_server.api)[TOO_LARGE_TRACES] == 1.0
 
 
 def test_a_message_past_grpcio_s_own_limit_is_resource_exhausted_without_retry_info(
@@ -104,8 +107,7 @@ def test_a_message_past_grpcio_s_own_limit_is_resource_exhausted_without_retry_i
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert rpc_status.from_call(error) is None  # no RetryInfo: clients must not retry
     # grpcio refused it before Vigil could see it (grpc/grpc#27996): the one refusal not counted.
-    too_large = ("collector", "collector-0"), ("reason", "too_large"), ("signal", "traces")
-    assert scrape(vigil_server.api)[("vigil_receiver_rejected_requests_total", too_large)] == 0.0
+    assert scrape(vigil_server.api)[TOO_LARGE_TRACES] == 0.0
 
 
 def test_a_full_pipeline_is_resource_exhausted_with_retry_info(
