@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -95,7 +96,7 @@ _NOT_FOUND_CODES = frozenset({60, 81})
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement the server ran (or refused): its text, settings and parameters."""
+    """One statement the server ran, is running or refused: its text, settings and parameters."""
 
     sql: str
     settings: dict[str, str]
@@ -171,9 +172,15 @@ class ClickHouseHttp:
         with self._lock:
             return [s for s in self.queries if re.search(pattern, s.sql)]
 
-    def _record(self, statement: Statement) -> None:
+    def _record(self, statement: Statement) -> int:
+        """Append `statement`; its index, for `_failed`."""
         with self._lock:
             self.queries.append(statement)
+            return len(self.queries) - 1
+
+    def _failed(self, index: int, code: int) -> None:
+        with self._lock:
+            self.queries[index] = dataclasses.replace(self.queries[index], error_code=code)
 
     def _track(self, connection: socket.socket, open_: bool) -> None:
         with self._lock:
@@ -253,6 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
         sql, data = _split_insert_data(text + body)
         params = {k.removeprefix("param_"): v for k, v in fields.items() if k.startswith("param_")}
         settings = {k: v for k, v in fields.items() if k not in _TRANSPORT_FIELDS and not k.startswith("param_")}
+        # Recorded before it runs: another connection may read an insert's rows the moment they are
+        # stored, and a test that then looks for the insert must find it.
+        index = peer._record(Statement(sql, settings, params, len(data), user, None))
         try:
             output, output_format, summary = _run(peer.data_path, fields, sql, data, params, settings)
         except Exception as exc:  # chDB raises ChdbError (and RuntimeError in older releases)
@@ -261,10 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
             message = message[start:] if start >= 0 else message
             code_match = _ERROR_CODE.search(message)
             code = int(code_match.group(1)) if code_match else 1000
-            peer._record(Statement(sql, settings, params, len(data), user, code))
+            peer._failed(index, code)
             self._error(404 if code in _NOT_FOUND_CODES else 500, code, message, query_id)
             return
-        peer._record(Statement(sql, settings, params, len(data), user, None))
         self._answer(
             200,
             output,
