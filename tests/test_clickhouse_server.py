@@ -11,6 +11,8 @@ import os
 import signal
 import socket
 import subprocess
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -26,11 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.clickhouse_http import ClickHouseHttp
 from tests.ports import free_port
 from tests.spans import checkout_trace, expected_span, now_ns, raw_request, trace_id_of
+from tests.store.test_client import SLOW_QUERY, running
 from tests.test_cli import VIGIL, vigil_env, wait_for_trace, wait_ready
 from tests.waiting import wait_until
 from vigil.collector.request_dedup import request_digest
 from vigil.collector.request_exchange import FLEET_JOURNAL
-from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, chdb_path
+from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, chdb_path, open_client
 from vigil.store.schema import MIGRATIONS
 
 
@@ -204,6 +207,37 @@ def test_an_api_whose_clickhouse_is_unreachable_stops_saying_so_and_what_to_do(t
         "roles need it now: start ClickHouse first, or let the supervisor restart this process until it answers"
     )
     assert (role.process.returncode, "Traceback" in role.said(), "s3cret" in role.said()) == (1, False, False)
+
+
+def test_threads_sharing_one_client_run_their_queries_on_the_server_at_once(
+    clickhouse: ClickHouseHttp, database: str, chdb_client: Client
+) -> None:
+    # Every role shares one client between threads (request handlers, the inserter, the detectors).
+    # ClickHouse runs one query at a time per session: a client that sent one session id with
+    # every query would refuse all but one of four simultaneous queries (clickhouse-connect says
+    # so itself before the server would, with SESSION_IS_LOCKED).
+    client = open_client(clickhouse.url(database))
+    marker = uuid.uuid4().hex
+    failures: list[Exception] = []
+
+    def slow_query() -> None:
+        try:
+            client.query(SLOW_QUERY, parameters={"marker": marker})
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=slow_query) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        all_running = wait_until(lambda: bool(failures) or running(chdb_client, marker) == 4, timeout_s=10)
+        refused = [str(exc) for exc in failures]  # before the kill below ends every query with an error
+    finally:
+        chdb_client.command(f"KILL QUERY WHERE query LIKE '%{marker}%' AND query NOT LIKE '%KILL QUERY%' SYNC")
+        for thread in threads:
+            thread.join(timeout=10)
+    assert refused == []
+    assert all_running
 
 
 def deduplicated(collector: Role) -> float | None:

@@ -20,7 +20,7 @@ from vigil.store.write import StoreWriter
 
 # ClickHouse caps a query's sleeping at 3 s a block: one row a block makes this one last 2.9 s
 # unless killed, which every test here does once it has seen what it came for.
-_SLOW_QUERY = "SELECT sleepEachRow(0.1), {marker:String} FROM numbers(29) SETTINGS max_block_size = 1"
+SLOW_QUERY = "SELECT sleepEachRow(0.1), {marker:String} FROM numbers(29) SETTINGS max_block_size = 1"
 
 
 def running(client: Client, marker: str) -> int:
@@ -46,7 +46,7 @@ def slow_query(chdb_client: Client) -> Iterator[str]:
 
     def run() -> None:
         with contextlib.suppress(Exception):  # killed at the end, as intended
-            chdb_client.query(_SLOW_QUERY, parameters={"marker": marker})
+            chdb_client.query(SLOW_QUERY, parameters={"marker": marker})
 
     thread = threading.Thread(target=run)
     thread.start()

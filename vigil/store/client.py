@@ -135,6 +135,10 @@ def _open_http(url: str, **kwargs: Any) -> Client:
             password=unquote(parts.password or ""),
             secure=parts.scheme == "https",
             settings={"priority": READ_PRIORITY},
+            # Threads share this client, and ClickHouse runs one query at a time per session:
+            # with a session id on every query, all but one of simultaneous queries would be
+            # refused. Vigil keeps no session state (every setting travels with its query).
+            autogenerate_session_id=False,
             **kwargs,
         )
     except Exception as exc:  # the driver raises several types for "cannot connect"
