@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from vigil.dashboards.charts import Band, Line, Marker, time_series
+from vigil.dashboards.reads import PageReads
 from vigil.dashboards.render import PageError, Range, Reader, link, render
 from vigil.dashboards.timerange import TimeRange
 from vigil.detectors.slo import policy_of
@@ -47,10 +48,10 @@ class SloHealth:
     count: int
 
 
-def _slo_health(reader: StoreReader, services: set[str]) -> dict[str, SloHealth]:
-    """Budget and burn-rate alerts of every SLO of `services`, as ``GET /api/v1/slos`` computes
+def _slo_health(reader: StoreReader) -> dict[str, SloHealth]:
+    """Budget and burn-rate alerts of every SLO by service, as ``GET /api/v1/slos`` computes
     them, from one read of `slo_minutes` summed between the windows' edges."""
-    slos = [slo for slo in SloStore(reader.client, reader.database).all() if slo.service in services]
+    slos = SloStore(reader.client, reader.database).all()
     if not slos:
         return {}
     now = math.floor(time.time() / 60) * 60  # the end of the newest counted minute, as the API uses
@@ -82,24 +83,22 @@ def _slo_health(reader: StoreReader, services: set[str]) -> dict[str, SloHealth]
 @router.get("/", response_class=HTMLResponse)
 def services_page(request: Request, reader: Reader, time_range: Range) -> HTMLResponse:
     start_s, end_s = time_range.start_s, time_range.end_s
-    services = reader.services(start_s=start_s, end_s=end_s)
-    trends: dict[str, service_read.ServiceTrend] = {}
-    open_findings: dict[str, int] = {}
-    slo_health: dict[str, SloHealth] = {}
-    if services:
-        step = service_read.bucket_step(start_s, end_s, _SPARK_BUCKETS)
-        trends = service_read.service_trends(reader.query, start_s=start_s, end_s=end_s, step=step)
-        open_findings = service_read.open_findings_by_service(reader.query)
-        slo_health = _slo_health(reader, {s.service for s in services})
+    step = service_read.bucket_step(start_s, end_s, _SPARK_BUCKETS)
+    # All at once; the SLOs of services with no requests in range are read and not shown.
+    with PageReads() as reads:
+        services = reads.start(reader.services, start_s=start_s, end_s=end_s)
+        trends = reads.start(service_read.service_trends, reader.query, start_s=start_s, end_s=end_s, step=step)
+        open_findings = reads.start(service_read.open_findings_by_service, reader.query)
+        slo_health = reads.start(_slo_health, reader)
     return render(
         request,
         "services.html",
         title="Services",
         time_range=time_range,
-        services=services,
-        trends=trends,
-        open_findings=open_findings,
-        slo_health=slo_health,
+        services=services.result(),
+        trends=trends.result(),
+        open_findings=open_findings.result(),
+        slo_health=slo_health.result(),
     )
 
 
@@ -109,15 +108,17 @@ def _seconds_in(bucket_start_s: float, step: int, end_s: float) -> float:
     return max(min(bucket_start_s + step, end_s) - bucket_start_s, 1.0)
 
 
+def _chart_step(time_range: TimeRange) -> int:
+    return service_read.bucket_step(time_range.start_s, time_range.end_s, _CHART_BUCKETS)
+
+
 def _red_charts(
-    reader: StoreReader, service: str, time_range: TimeRange, markers: list[Marker], bands: list[Band]
+    red: list[service_read.RedPoint], time_range: TimeRange, markers: list[Marker], bands: list[Band]
 ) -> dict[str, dict[str, Any]]:
     start_s, end_s = time_range.start_s, time_range.end_s
-    step = service_read.bucket_step(start_s, end_s, _CHART_BUCKETS)
+    step = _chart_step(time_range)
     times = service_read.bucket_times(start_s, end_s, step)
-    points = {
-        p.time_s: p for p in service_read.red_series(reader.query, service, start_s=start_s, end_s=end_s, step=step)
-    }
+    points = {p.time_s: p for p in red}
     per_bucket = [points.get(t) for t in times]
 
     def line(name: str, values: Sequence[float | None], dash: str = "solid") -> Line:
@@ -144,10 +145,11 @@ def _red_charts(
     }
 
 
-def _version_chart(reader: StoreReader, service: str, time_range: TimeRange) -> dict[str, Any]:
-    start_s, end_s = time_range.start_s, time_range.end_s
-    step = service_read.bucket_step(start_s, end_s, _CHART_BUCKETS)
-    times, series = service_read.version_series(reader.query, service, start_s=start_s, end_s=end_s, step=step)
+def _version_chart(
+    version_series: tuple[list[float], list[service_read.VersionSeries]], time_range: TimeRange
+) -> dict[str, Any]:
+    step, end_s = _chart_step(time_range), time_range.end_s
+    times, series = version_series
     lines = [
         Line(
             s.version or "(no version)",
@@ -177,8 +179,18 @@ def _markers_and_bands(reader: StoreReader, service: str, time_range: TimeRange)
 @router.get("/services/{service:path}", response_class=HTMLResponse)
 def service_page(request: Request, service: str, reader: Reader, time_range: Range) -> HTMLResponse:
     start_s, end_s = time_range.start_s, time_range.end_s
-    breakdown = service_read.service_breakdown(reader.query, service, start_s=start_s, end_s=end_s)
-    summary = breakdown.summary
+    step = _chart_step(time_range)
+    window = {"start_s": start_s, "end_s": end_s}
+    # Every read at once; for a service with no requests in range, most go unused.
+    with PageReads() as reads:
+        breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window)
+        open_findings = reads.start(service_read.open_findings_by_service, reader.query)
+        markers_and_bands = reads.start(_markers_and_bands, reader, service, time_range)
+        dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
+        red = reads.start(service_read.red_series, reader.query, service, **window, step=step)
+        versions = reads.start(service_read.version_series, reader.query, service, **window, step=step)
+        errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
+    summary = breakdown.result().summary
     if summary is None and not service_read.service_known(reader.query, service):
         raise PageError(
             404,
@@ -186,26 +198,27 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
             f"No service named {service!r} has sent requests that Vigil still holds. "
             "Check the name, or pick the service from the Services page.",
         )
-    open_findings = service_read.open_findings_by_service(reader.query).get(service, 0)
-    context: dict[str, Any] = {"service": service, "summary": summary, "open_findings": open_findings}
+    context: dict[str, Any] = {
+        "service": service,
+        "summary": summary,
+        "open_findings": open_findings.result().get(service, 0),
+    }
     if summary is not None:
-        markers, bands = _markers_and_bands(reader, service, time_range)
-        dependencies = service_read.dependencies(reader.query, service, start_s=start_s, end_s=end_s)
+        markers, bands = markers_and_bands.result()
+        calls = dependencies.result()
         no_rollup = (
             not request.app.state.settings.detectors_enabled
-            and not dependencies.callers
-            and not dependencies.callees
+            and not calls.callers
+            and not calls.callees
             and not service_read.edges_recorded(reader.query)
         )
         context.update(
-            charts=_red_charts(reader, service, time_range, markers, bands),
-            version_chart=_version_chart(reader, service, time_range),
-            operations=breakdown.operations,
-            versions=breakdown.versions,
-            errors=service_read.recent_errors(
-                reader.query, service, start_s=start_s, end_s=end_s, limit=_RECENT_ERRORS
-            ),
-            dependencies=dependencies,
+            charts=_red_charts(red.result(), time_range, markers, bands),
+            version_chart=_version_chart(versions.result(), time_range),
+            operations=breakdown.result().operations,
+            versions=breakdown.result().versions,
+            errors=errors.result(),
+            dependencies=calls,
             edges_need_detectors=no_rollup,
         )
     return render(request, "service.html", title=service, time_range=time_range, **context)

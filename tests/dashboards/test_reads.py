@@ -1,0 +1,63 @@
+"""A page's reads: run at once while readers are free, in the page's own thread when none is."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from vigil.dashboards import reads
+from vigil.dashboards.reads import PageReads
+
+
+def test_reads_of_one_page_run_at_the_same_time() -> None:
+    # Each read waits for the other: one after another, the first would wait out the timeout.
+    both = threading.Barrier(2, timeout=10)
+    with PageReads() as page:
+        first = page.start(both.wait)
+        second = page.start(both.wait)
+    assert sorted([first.result(), second.result()]) == [0, 1]
+
+
+def test_a_read_that_would_wait_for_a_reader_runs_in_the_page_s_thread() -> None:
+    release = threading.Event()
+    busy = PageReads()
+    # Take every reader: each waits until released.
+    held = [busy.start(release.wait, 10) for _ in range(reads.READERS)]
+    try:
+        with PageReads() as page:
+            where = page.start(lambda: threading.current_thread())
+        assert where.result() is threading.current_thread()
+    finally:
+        release.set()
+        with busy:
+            pass
+    assert [h.result() for h in held] == [True] * reads.READERS
+
+
+def test_a_failed_read_raises_from_its_result_and_the_others_are_kept() -> None:
+    def broken() -> int:
+        raise ValueError("no such table")
+
+    with PageReads() as page:
+        failed = page.start(broken)
+        kept = [page.start(sum, [n, 1]) for n in range(5)]
+    with pytest.raises(ValueError, match="no such table"):
+        failed.result()
+    assert [k.result() for k in kept] == [1, 2, 3, 4, 5]
+
+
+def test_reads_not_yet_taken_are_cancelled_when_the_page_fails() -> None:
+    release = threading.Event()
+    busy = PageReads()
+    held = [busy.start(release.wait, 10) for _ in range(reads.READERS)]
+    ran: list[str] = []
+    try:
+        with pytest.raises(KeyError), PageReads() as page:
+            never = page.start(ran.append, "read")
+            raise KeyError("the page failed before it needed the read")
+    finally:
+        release.set()
+        with busy:
+            pass
+    assert (never.cancelled(), ran, all(h.result() for h in held)) == (True, [], True)
