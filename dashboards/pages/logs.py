@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from vigil.dashboards.buckets import bucket_seconds, bucket_starts
 from vigil.dashboards.charts import Line, time_series
+from vigil.dashboards.reads import PageReads
 from vigil.dashboards.render import PageError, Range, Reader, render
 from vigil.dashboards.timerange import TimeRange
 from vigil.store.log_patterns_read import (
@@ -26,7 +27,7 @@ from vigil.store.log_patterns_read import (
     pattern_counts,
     severity_text,
 )
-from vigil.store.read import LogRecord
+from vigil.store.read import LogRecord, StoreReader
 
 __all__ = ["router"]
 
@@ -123,6 +124,31 @@ def _volume_chart(volume: LogVolume, time_range: TimeRange) -> dict[str, Any]:
     return spec
 
 
+def _newest_logs(reader: StoreReader, search: LogSearch, time_range: TimeRange) -> list[LogRecord]:
+    """The newest `RESULT_LIMIT` + 1 matching lines (one more, to tell that the list is cut)."""
+    search_start = time_range.start_s
+    if not search.text and not search.trace_id:
+        search_start = newest_window_start(
+            reader.query,
+            start_s=time_range.start_s,
+            end_s=time_range.end_s,
+            lines=RESULT_LIMIT + 1,
+            service=search.service,
+            template_id=search.template_id,
+            min_severity=search.min_severity,
+        )
+    return reader.logs(
+        start_s=search_start,
+        end_s=time_range.end_s,
+        service=search.service,
+        min_severity=search.min_severity,
+        text=search.text,
+        trace_id=search.trace_id,
+        template_id=search.template_id,
+        limit=RESULT_LIMIT + 1,
+    )
+
+
 @router.get("/logs", response_class=HTMLResponse)
 def logs_page(
     request: Request,
@@ -135,38 +161,23 @@ def logs_page(
     template_id: str | None = None,
 ) -> HTMLResponse:
     search = _search(q, severity, service, trace_id, template_id)
-    search_start = time_range.start_s
-    if not search.text and not search.trace_id:
-        search_start = newest_window_start(
+    start_s, end_s = time_range.start_s, time_range.end_s
+    with PageReads() as reads:
+        found_read = reads.start(_newest_logs, reader, search, time_range)
+        volume_read = reads.start(
+            log_volume,
             reader.query,
-            start_s=time_range.start_s,
-            end_s=time_range.end_s,
-            lines=RESULT_LIMIT + 1,
+            start_s=start_s,
+            end_s=end_s,
+            step_s=bucket_seconds(time_range),
             service=search.service,
             template_id=search.template_id,
             min_severity=search.min_severity,
+            text=search.text,
+            trace_id=search.trace_id,
         )
-    found: list[LogRecord] = reader.logs(
-        start_s=search_start,
-        end_s=time_range.end_s,
-        service=search.service,
-        min_severity=search.min_severity,
-        text=search.text,
-        trace_id=search.trace_id,
-        template_id=search.template_id,
-        limit=RESULT_LIMIT + 1,
-    )
-    volume = log_volume(
-        reader.query,
-        start_s=time_range.start_s,
-        end_s=time_range.end_s,
-        step_s=bucket_seconds(time_range),
-        service=search.service,
-        template_id=search.template_id,
-        min_severity=search.min_severity,
-        text=search.text,
-        trace_id=search.trace_id,
-    )
+        services = reads.start(log_services, reader.query, start_s=start_s, end_s=end_s)
+    found, volume = found_read.result(), volume_read.result()
     rows = [
         {
             "log": log,
@@ -193,7 +204,7 @@ def logs_page(
             "template_id": template_id or "",
         },
         severities=list(SEVERITY_NUMBERS),
-        services=log_services(reader.query, start_s=time_range.start_s, end_s=time_range.end_s),
+        services=services.result(),
         volume=volume,
         volume_chart=_volume_chart(volume, time_range) if volume.buckets else None,
     )
@@ -208,23 +219,21 @@ def patterns_page(
     severity: str | None = None,
 ) -> HTMLResponse:
     min_severity = _min_severity(severity)
-    patterns = log_patterns(
-        reader.query,
-        start_s=time_range.start_s,
-        end_s=time_range.end_s,
-        service=service or None,
-        min_severity=min_severity,
-        limit=PATTERN_LIMIT,
-    )
+    start_s, end_s = time_range.start_s, time_range.end_s
     step_s = bucket_seconds(time_range)
+    with PageReads() as reads:
+        services = reads.start(log_services, reader.query, start_s=start_s, end_s=end_s)
+        patterns = log_patterns(
+            reader.query,
+            start_s=start_s,
+            end_s=end_s,
+            service=service or None,
+            min_severity=min_severity,
+            limit=PATTERN_LIMIT,
+        )
+        keys = [(p.service, p.template_id) for p in patterns]
+        counts = pattern_counts(reader.query, keys, start_s=start_s, end_s=end_s, step_s=step_s)
     starts = bucket_starts(time_range, step_s)
-    counts = pattern_counts(
-        reader.query,
-        [(p.service, p.template_id) for p in patterns],
-        start_s=time_range.start_s,
-        end_s=time_range.end_s,
-        step_s=step_s,
-    )
     rows = [
         {
             "pattern": p,
@@ -245,5 +254,5 @@ def patterns_page(
         form={"service": service or "", "severity": (severity or "").upper()},
         filtered=bool(service or min_severity),
         severities=list(SEVERITY_NUMBERS),
-        services=log_services(reader.query, start_s=time_range.start_s, end_s=time_range.end_s),
+        services=services.result(),
     )

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from vigil.dashboards.buckets import bucket_seconds, bucket_starts
 from vigil.dashboards.charts import Line, time_series
+from vigil.dashboards.reads import PageReads
 from vigil.dashboards.render import PageError, Range, Reader, render
 from vigil.dashboards.timerange import TimeRange
 from vigil.store.flows_read import (
@@ -107,11 +108,14 @@ def network_page(
         "exporter": exporter,
         "interface": index,
     }
-    by_customer = customer_throughput(reader.query, **charted)
-    by_interface = interface_throughput(reader.query, **charted)
-    # The page shows no ports per exporter: skip merging them.
-    health = network_health(reader.query, start_s=start_s, end_s=end_s, exporter_ports=False)
-    choices = flow_choices(reader.query, start_s=start_s, end_s=end_s)
+    with PageReads() as reads:
+        customers_read = reads.start(customer_throughput, reader.query, **charted)
+        interfaces_read = reads.start(interface_throughput, reader.query, **charted)
+        # The page shows no ports per exporter: skip merging them.
+        health = reads.start(network_health, reader.query, start_s=start_s, end_s=end_s, exporter_ports=False)
+        choices_read = reads.start(flow_choices, reader.query, start_s=start_s, end_s=end_s)
+        top = reads.start(_talkers, reader, talkers, time_range)
+    by_customer, by_interface, choices = customers_read.result(), interfaces_read.result(), choices_read.result()
     per = f"per {step_s // 60} min" if step_s > 60 else "per minute"
     return render(
         request,
@@ -123,7 +127,7 @@ def network_page(
         talkers=talkers,
         chart_series=CHART_SERIES,
         talker_tabs=TALKER_TABS,
-        top=_talkers(reader, talkers, time_range),
+        top=top.result(),
         customer_chart=_chart(by_customer, time_range, step_s, f"Customers, bits/s {per}", _DIRECTIONS)
         if by_customer
         else None,
@@ -132,7 +136,7 @@ def network_page(
         )
         if by_interface
         else None,
-        health=health,
+        health=health.result(),
         choices=choices,
         has_flows=bool(choices.customers or choices.interfaces),
         window_s=time_range.seconds,

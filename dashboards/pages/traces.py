@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from vigil.dashboards.charts import bars
 from vigil.dashboards.critical_path import critical_path
+from vigil.dashboards.reads import PageReads
 from vigil.dashboards.render import PageError, Range, Reader, link, render
 from vigil.dashboards.timerange import TimeRange
 from vigil.store.read import SpanRecord
@@ -186,19 +187,22 @@ def traces_page(
     attr: Annotated[list[str], Query(description="span or resource attribute key=value; repeat for more")] = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> HTMLResponse:
     filters = _filters(time_range, service, operation, min_ms, max_ms, status, attr)
-    found = search_traces(reader.query, filters.search, limit=RESULT_LIMIT)
-    histogram = duration_histogram(reader.query, filters.search)
-    names = span_names(reader.query, start_s=time_range.start_s, end_s=time_range.end_s, service=filters.search.service)
+    window = {"start_s": time_range.start_s, "end_s": time_range.end_s}
+    with PageReads() as reads:
+        found = reads.start(search_traces, reader.query, filters.search, limit=RESULT_LIMIT)
+        histogram = reads.start(duration_histogram, reader.query, filters.search)
+        names = reads.start(span_names, reader.query, **window, service=filters.search.service)
+    durations = histogram.result()
     return render(
         request,
         "traces.html",
         title="Traces",
         time_range=time_range,
-        traces=found,
+        traces=found.result(),
         filters=filters,
-        names=names,
-        histogram=histogram,
-        histogram_chart=_histogram_chart(histogram, filters, time_range) if histogram.total else None,
+        names=names.result(),
+        histogram=durations,
+        histogram_chart=_histogram_chart(durations, filters, time_range) if durations.total else None,
         clear_url=link("/traces", time_range),
         result_limit=RESULT_LIMIT,
     )

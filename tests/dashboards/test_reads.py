@@ -1,7 +1,8 @@
-"""A page's reads: run at once while readers are free, in the page's own thread when none is."""
+"""A page's reads: run at once while slots are free, in the page's own thread when none is."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -10,20 +11,24 @@ from vigil.dashboards import reads
 from vigil.dashboards.reads import PageReads
 
 
-def test_reads_of_one_page_run_at_the_same_time() -> None:
-    # Each read waits for the other: one after another, the first would wait out the timeout.
+def read_two_that_wait_for_each_other() -> list[int]:
+    """Each read waits for the other: one after another, the first would wait out the timeout."""
     both = threading.Barrier(2, timeout=10)
     with PageReads() as page:
         first = page.start(both.wait)
         second = page.start(both.wait)
-    assert sorted([first.result(), second.result()]) == [0, 1]
+    return sorted([first.result(), second.result()])
 
 
-def test_a_read_that_would_wait_for_a_reader_runs_in_the_page_s_thread() -> None:
+def test_reads_of_one_page_run_at_the_same_time() -> None:
+    assert read_two_that_wait_for_each_other() == [0, 1]
+
+
+def test_a_read_that_would_wait_for_a_slot_runs_in_the_page_s_thread() -> None:
     release = threading.Event()
     busy = PageReads()
-    # Take every reader: each waits until released.
-    held = [busy.start(release.wait, 10) for _ in range(reads.READERS)]
+    # Readers take every slot, each waiting until released.
+    held = [busy.start(release.wait, 10) for _ in range(reads.READ_SLOTS)]
     try:
         with PageReads() as page:
             where = page.start(lambda: threading.current_thread())
@@ -32,7 +37,18 @@ def test_a_read_that_would_wait_for_a_reader_runs_in_the_page_s_thread() -> None
         release.set()
         with busy:
             pass
-    assert [h.result() for h in held] == [True] * reads.READERS
+    assert [h.result() for h in held] == [True] * reads.READ_SLOTS
+
+
+def test_while_other_pages_hold_every_slot_a_page_reads_in_its_own_thread() -> None:
+    with contextlib.ExitStack() as others:
+        for _ in range(reads.READ_SLOTS):
+            others.enter_context(PageReads())
+        with PageReads() as page:
+            where = [page.start(threading.current_thread) for _ in range(3)]
+    assert [w.result() for w in where] == [threading.current_thread()] * 3
+    # The slots are back: two reads run at once again.
+    assert read_two_that_wait_for_each_other() == [0, 1]
 
 
 def test_a_failed_read_raises_from_its_result_and_the_others_are_kept() -> None:
@@ -50,7 +66,7 @@ def test_a_failed_read_raises_from_its_result_and_the_others_are_kept() -> None:
 def test_reads_not_yet_taken_are_cancelled_when_the_page_fails() -> None:
     release = threading.Event()
     busy = PageReads()
-    held = [busy.start(release.wait, 10) for _ in range(reads.READERS)]
+    held = [busy.start(release.wait, 10) for _ in range(reads.READ_SLOTS)]
     ran: list[str] = []
     try:
         with pytest.raises(KeyError), PageReads() as page:
