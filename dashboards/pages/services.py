@@ -190,7 +190,8 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
         red = reads.start(service_read.red_series, reader.query, service, **window, step=step)
         versions = reads.start(service_read.version_series, reader.query, service, **window, step=step)
         errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
-    summary = breakdown.result().summary
+    parts = breakdown.result()
+    summary = parts.summary
     if summary is None and not service_read.service_known(reader.query, service):
         raise PageError(
             404,
@@ -215,8 +216,8 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
         context.update(
             charts=_red_charts(red.result(), time_range, markers, bands),
             version_chart=_version_chart(versions.result(), time_range),
-            operations=breakdown.result().operations,
-            versions=breakdown.result().versions,
+            operations=parts.operations,
+            versions=parts.versions,
             errors=errors.result(),
             dependencies=calls,
             edges_need_detectors=no_rollup,
