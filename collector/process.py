@@ -56,17 +56,22 @@ def _exit_with(owner_pid: int) -> None:
     threading.Thread(target=watch, name="vigil-owner-watch", daemon=True).start()
 
 
-def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, log_level: str) -> None:
+def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, drain: Event, log_level: str) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     _exit_with(owner_pid)
+    # Ctrl-C in a terminal reaches the whole process group, and so does a SIGTERM from `timeout`,
+    # `kill -- -PGID` or systemd (KillMode=control-group, its default). The parent decides the
+    # order of shutdown, stopping what sends to the collectors first, and sets `drain` when this
+    # collector's turn comes; should the parent die instead, `_exit_with` ends this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        # Ctrl-C in a terminal reaches the whole process group. The parent decides the order of
-        # shutdown and sends SIGTERM when this collector's turn comes.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        threading.Thread(
+            target=lambda: (drain.wait(), loop.call_soon_threadsafe(stop.set)), name="vigil-drain-wait", daemon=True
+        ).start()
         collector = Collector(config)
         # The parent serves /metrics: it reads this collector's counts from a file beside its log.
         snapshots = snapshot_path(config.wal_root, config.wal_name)
@@ -91,19 +96,21 @@ class CollectorProcesses:
         self.configs = configs
         self.log_level = log_level
         self._processes: list[BaseProcess] = []
+        self._drains: list[Event] = []
 
     def start(self, timeout_s: float = 120.0) -> None:
         context = multiprocessing.get_context("spawn")
         readies = []
         for config in self.configs:
-            ready = context.Event()
+            ready, drain = context.Event(), context.Event()
             process = context.Process(
                 target=_collector_main,
-                args=(config, os.getpid(), ready, self.log_level),
+                args=(config, os.getpid(), ready, drain, self.log_level),
                 name=f"vigil-{config.wal_name}",
             )
             process.start()
             self._processes.append(process)
+            self._drains.append(drain)
             readies.append(ready)
         deadline = time.monotonic() + timeout_s
         for child, ready in zip(self._processes, readies, strict=True):
@@ -119,9 +126,8 @@ class CollectorProcesses:
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Ask every child to drain into its log and exit; kill any that does not in time."""
-        for process in self._processes:
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+        for drain in self._drains:
+            drain.set()
         deadline = time.monotonic() + timeout_s
         for process in self._processes:
             process.join(max(deadline - time.monotonic(), 0.1))
@@ -130,3 +136,4 @@ class CollectorProcesses:
                 process.kill()
                 process.join(5)
         self._processes = []
+        self._drains = []

@@ -363,6 +363,29 @@ def test_statsd_lines_reach_the_store_through_a_collector_process_and_the_last_f
     assert sum(value for _, value in series["points"]) == 5.0
 
 
+@pytest.mark.slow
+def test_a_sigterm_to_the_whole_process_group_stops_the_demo_with_its_last_exports_delivered(tmp_path: Path) -> None:
+    # As `timeout`, `kill -- -PGID` and systemd stop a service: every process of the group at once.
+    # The collector process must wait for its parent, which stops the demo's senders first.
+    env = vigil_env(tmp_path / "data")
+    log = tmp_path / "demo.log"
+    with log.open("w") as stderr:
+        demo = subprocess.Popen(
+            [*VIGIL, "demo"], env=env, stderr=stderr, stdout=subprocess.DEVNULL, text=True, start_new_session=True
+        )
+    try:
+        wait_ready(env, demo, log=log)
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(timeout=10)
+    said = log.read_text(errors="replace")
+    failed_exports = [line for line in said.splitlines() if "opentelemetry.exporter" in line]
+    assert (demo.returncode, "Vigil stopped" in said, failed_exports) == (0, True, [])
+
+
 def test_the_demo_release_rolls_out_checkout_and_reports_it_as_a_deploy(
     quiet_vigil: RunningVigil, chdb_client: Client, database: str
 ) -> None:
