@@ -33,8 +33,8 @@ def vigil_env(data: Path) -> dict[str, str]:
         VIGIL_OTLP_HTTP_PORT=str(free_port()),
         VIGIL_OTLP_GRPC_PORT=str(free_port()),
         VIGIL_STATSD_PORT=str(free_port()),
-        VIGIL_NETFLOW_PORT="0",
-        VIGIL_IPFIX_PORT="0",
+        VIGIL_NETFLOW_PORT=str(free_port()),
+        VIGIL_IPFIX_PORT=str(free_port()),
         VIGIL_STATSD_FLUSH_INTERVAL="200ms",
         VIGIL_COLLECTOR_PROCESSES="1",
         VIGIL_MAX_BATCH_AGE="20ms",
@@ -217,6 +217,7 @@ def test_a_data_directory_in_use_is_refused_with_the_reason(
     second = {**env, "VIGIL_HTTP_PORT": str(free_port()), "VIGIL_OTLP_HTTP_PORT": str(free_port())}
     second["VIGIL_OTLP_GRPC_PORT"] = str(free_port())
     second["VIGIL_STATSD_PORT"] = str(free_port())
+    second["VIGIL_NETFLOW_PORT"], second["VIGIL_IPFIX_PORT"] = str(free_port()), str(free_port())
     result = subprocess.run([*VIGIL, "serve"], env=second, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].endswith(
