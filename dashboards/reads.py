@@ -41,7 +41,7 @@ _SLOTS = threading.BoundedSemaphore(READ_SLOTS)
 class PageReads:
     """Start a page's reads with `start`; when the ``with`` block ends, each has run.
 
-    The page's thread and the readers free slots allow take the page's reads one at a time
+    The page's thread, and helpers while slots are free, take the page's reads one at a time
     until none is left, so a read never waits behind other pages' reads in a queue.
 
     >>> with PageReads() as reads:
