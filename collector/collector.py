@@ -39,7 +39,7 @@ from vigil.collector.wal import WalCapacity, WriteAheadLog
 from vigil.collector.writer import WalWriter
 from vigil.self_metrics import CollectorSnapshot, PipelineCounts
 
-__all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "bind_tcp"]
+__all__ = ["Collector", "CollectorConfig", "EmbeddedServer", "UdpReceiverSockets", "bind_tcp"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,24 @@ class CollectorConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
+@dataclass(frozen=True, slots=True)
+class UdpReceiverSockets:
+    """StatsD's (UDP, TCP) pair and the NetFlow/IPFIX sockets, bound by the owner before the collector starts.
+
+    Bound once, where the ports are chosen: a port found free and let go (port 0 resolved by a
+    probe) could be taken by any other socket before the collector bound it again. A child process
+    gets them with its arguments (multiprocessing passes the descriptors).
+    """
+
+    statsd: tuple[socket.socket, socket.socket] | None = None
+    netflow: tuple[socket.socket, ...] | None = None
+
+    def close(self) -> None:
+        """Close these descriptors (the collector's own copies stay open in its process)."""
+        for sock in (*(self.statsd or ()), *(self.netflow or ())):
+            sock.close()
+
+
 class EmbeddedServer(uvicorn.Server):
     """A uvicorn server that leaves signals to its owner (several share one event loop)."""
 
@@ -112,9 +130,16 @@ def bind_tcp(host: str, port: int, *, listen: bool, reuseport: bool = True) -> s
 class Collector:
     """Receivers -> decode -> batcher -> log templates -> write-ahead log, in the current process and event loop."""
 
-    def __init__(self, config: CollectorConfig, on_append: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        on_append: Callable[[], None] | None = None,
+        sockets: UdpReceiverSockets | None = None,
+    ) -> None:
         self.config = config
         self.on_append = on_append
+        # Without them, the StatsD and NetFlow receivers bind `config`'s ports themselves.
+        self.sockets = sockets or UdpReceiverSockets()
         self._decode_pool = DecodePool(config.max_request_bytes)
         self._batcher: Batcher | None = None
         self._templater: LogTemplater | None = None
@@ -172,6 +197,7 @@ class Collector:
                 config.statsd,
                 CountingSubmitter(self._batcher, self.counts, "statsd"),
                 allowed_sources=config.statsd_allowed_sources,
+                sockets=self.sockets.statsd,
             )
             self._counted_statsd = self._statsd
             await self._statsd.start()
@@ -184,6 +210,7 @@ class Collector:
                 prefixes,
                 CountingSubmitter(self._batcher, self.counts, "flows", accepted_table="flows"),
                 allowed_sources=config.netflow_allowed_sources,
+                sockets=self.sockets.netflow,
             )
             self._counted_netflow = self._netflow
             await self._netflow.start()

@@ -40,7 +40,14 @@ from vigil.collector.source_filter import Refusals, SourceFilter
 from vigil.store.schema import FLOW_EXPORTERS_ARROW_SCHEMA
 from vigil.types import RowBatch, rows_table
 
-__all__ = ["DATAGRAM_OVERHEAD_BYTES", "MAX_BATCH_BYTES", "REFUSED", "NetflowReceiver", "exporter_rows"]
+__all__ = [
+    "DATAGRAM_OVERHEAD_BYTES",
+    "MAX_BATCH_BYTES",
+    "REFUSED",
+    "NetflowReceiver",
+    "bind_flow_ports",
+    "exporter_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +106,30 @@ def exporter_rows(
     return rows_table(FLOW_EXPORTERS_ARROW_SCHEMA, rows)
 
 
+def bind_flow_ports(host: str, ports: Sequence[int]) -> list[socket.socket]:
+    """UDP sockets bound to `ports` of `host` (0: a free one), with a large receive buffer."""
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = udp_socket(host)
+            sockets.append(sock)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                problem = f"cannot listen for NetFlow/IPFIX on UDP {host}:{port}: {exc.strerror}"
+                raise OSError(exc.errno, problem) from None
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 class NetflowReceiver:
     """NetFlow/IPFIX on UDP `ports` of `host` (0 picks a free port; see `ports`).
 
     `allowed_sources` is a comma-separated list of CIDRs (empty: every source); a malformed one
-    raises `ConfigError` here.
+    raises `ConfigError` here. `sockets`, from `bind_flow_ports`, are used instead of binding at `start`.
     """
 
     def __init__(
@@ -118,6 +144,7 @@ class NetflowReceiver:
         status_interval_s: float = 5.0,
         max_batch_bytes: int = MAX_BATCH_BYTES,
         allowed_sources: str = "",
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         self.allowlist = SourceFilter.parse(allowed_sources, "VIGIL_NETFLOW_ALLOWED_SOURCES", "NetFlow")
         self.host = host
@@ -129,6 +156,8 @@ class NetflowReceiver:
         self.decoder = NetflowDecoder(config)
         self._evictions_logged = 0
         self._forwarder = Forwarder(consumer, "NetFlow", MAX_RETAINED_FLOWS)
+        # Bound by the owner (`bind_flow_ports`), so the ports are held from the moment they are chosen.
+        self._bound = sockets
         self._sockets: list[socket.socket] = []
         self._datagrams: list[tuple[bytes, bytes, int]] = []  # (packet, exporter, received ns), in arrival order
         self._buffered_bytes = 0
@@ -160,20 +189,13 @@ class NetflowReceiver:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            for port in self.requested_ports:
-                sock = udp_socket(self.host)
-                self._sockets.append(sock)
-                try:
-                    sock.bind((self.host, port))
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno, f"cannot listen for NetFlow/IPFIX on UDP {self.host}:{port}: {exc.strerror}"
-                    ) from None
-                loop.add_reader(sock.fileno(), DatagramReader(sock, self._packet, "NetFlow", with_sender=True))
-        except BaseException:
-            self._close_sockets()
-            raise
+        if self._bound is not None:
+            self._sockets, self._bound = list(self._bound), None
+        else:
+            self._sockets = bind_flow_ports(self.host, self.requested_ports)
+        for sock in self._sockets:
+            sock.setblocking(False)  # a socket handed to a child process arrives blocking
+            loop.add_reader(sock.fileno(), DatagramReader(sock, self._packet, "NetFlow", with_sender=True))
         self._stopping.clear()
         self._flusher = asyncio.create_task(self._flush_loop(), name="vigil-netflow-flush")
 

@@ -16,10 +16,11 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 
-from vigil.collector.collector import Collector, CollectorConfig
+from vigil.collector.collector import Collector, CollectorConfig, UdpReceiverSockets
 from vigil.collector.self_monitoring import leave_snapshots, snapshot_path
 from vigil.self_metrics import write_snapshot
 
@@ -56,7 +57,14 @@ def _exit_with(owner_pid: int) -> None:
     threading.Thread(target=watch, name="vigil-owner-watch", daemon=True).start()
 
 
-def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, drain: Event, log_level: str) -> None:
+def _collector_main(
+    config: CollectorConfig,
+    sockets: UdpReceiverSockets | None,
+    owner_pid: int,
+    ready: Event,
+    drain: Event,
+    log_level: str,
+) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     _exit_with(owner_pid)
     # Ctrl-C in a terminal reaches the whole process group, and so does a SIGTERM from `timeout`,
@@ -72,7 +80,7 @@ def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, drain
         threading.Thread(
             target=lambda: (drain.wait(), loop.call_soon_threadsafe(stop.set)), name="vigil-drain-wait", daemon=True
         ).start()
-        collector = Collector(config)
+        collector = Collector(config, sockets=sockets)
         # The parent serves /metrics: it reads this collector's counts from a file beside its log.
         snapshots = snapshot_path(config.wal_root, config.wal_name)
         try:
@@ -89,51 +97,70 @@ def _collector_main(config: CollectorConfig, owner_pid: int, ready: Event, drain
     asyncio.run(run())
 
 
-class CollectorProcesses:
-    """Starts, watches and stops one child process per `CollectorConfig`."""
+@dataclass(frozen=True, slots=True)
+class _Child:
+    process: BaseProcess
+    drain: Event  # set by the parent when this collector's turn to stop comes
 
-    def __init__(self, configs: list[CollectorConfig], log_level: str = "INFO") -> None:
+
+class CollectorProcesses:
+    """Starts, watches and stops one child process per `CollectorConfig`.
+
+    `udp_sockets` go to the first collector, the one that runs StatsD and NetFlow; this object
+    owns them, and closes the parent's copies once the children have theirs.
+    """
+
+    def __init__(
+        self,
+        configs: list[CollectorConfig],
+        log_level: str = "INFO",
+        udp_sockets: UdpReceiverSockets | None = None,
+    ) -> None:
         self.configs = configs
         self.log_level = log_level
-        self._processes: list[BaseProcess] = []
-        self._drains: list[Event] = []
+        self.udp_sockets = udp_sockets
+        self._children: list[_Child] = []
 
     def start(self, timeout_s: float = 120.0) -> None:
         context = multiprocessing.get_context("spawn")
         readies = []
-        for config in self.configs:
-            ready, drain = context.Event(), context.Event()
-            process = context.Process(
-                target=_collector_main,
-                args=(config, os.getpid(), ready, drain, self.log_level),
-                name=f"vigil-{config.wal_name}",
-            )
-            process.start()
-            self._processes.append(process)
-            self._drains.append(drain)
-            readies.append(ready)
+        try:
+            for index, config in enumerate(self.configs):
+                ready, drain = context.Event(), context.Event()
+                child = context.Process(
+                    target=_collector_main,
+                    args=(config, self.udp_sockets if index == 0 else None, os.getpid(), ready, drain, self.log_level),
+                    name=f"vigil-{config.wal_name}",
+                )
+                child.start()  # the child's copies of the sockets are made here
+                self._children.append(_Child(child, drain))
+                readies.append(ready)
+        finally:
+            if self.udp_sockets is not None:
+                self.udp_sockets.close()
         deadline = time.monotonic() + timeout_s
-        for child, ready in zip(self._processes, readies, strict=True):
+        for process, ready in zip((c.process for c in self._children), readies, strict=True):
             while not ready.wait(0.1):
-                if not child.is_alive():
-                    raise RuntimeError(f"{child.name} exited with code {child.exitcode} while starting")
+                if not process.is_alive():
+                    raise RuntimeError(f"{process.name} exited with code {process.exitcode} while starting")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{child.name} did not start within {timeout_s:.0f} s")
+                    raise RuntimeError(f"{process.name} did not start within {timeout_s:.0f} s")
 
     def exited(self) -> list[str]:
         """Children that are no longer running, with their exit codes."""
-        return [f"{p.name} (exit code {p.exitcode})" for p in self._processes if not p.is_alive()]
+        gone = [child.process for child in self._children if not child.process.is_alive()]
+        return [f"{process.name} (exit code {process.exitcode})" for process in gone]
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
         """Ask every child to drain into its log and exit; kill any that does not in time."""
-        for drain in self._drains:
-            drain.set()
+        for child in self._children:
+            child.drain.set()
         deadline = time.monotonic() + timeout_s
-        for process in self._processes:
+        for child in self._children:
+            process = child.process
             process.join(max(deadline - time.monotonic(), 0.1))
             if process.is_alive():
                 logger.error("%s did not stop in time; killing it (its log keeps what it acknowledged)", process.name)
                 process.kill()
                 process.join(5)
-        self._processes = []
-        self._drains = []
+        self._children = []

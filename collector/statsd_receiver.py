@@ -35,7 +35,7 @@ from vigil.collector.source_filter import SourceFilter
 from vigil.collector.statsd_aggregate import StatsdAggregator, StatsdConfig, warm_up
 from vigil.types import RowBatch
 
-__all__ = ["ReceiverStats", "StatsdReceiver"]
+__all__ = ["ReceiverStats", "StatsdReceiver", "bind_statsd"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _bind_pair(host: str, port: int, reuse_port: bool) -> tuple[socket.socket, socket.socket]:
-    """A UDP and a TCP socket bound to one port, `port` or (for 0) one free for both."""
+def bind_statsd(host: str, port: int, *, reuse_port: bool = False) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket bound to one port, `port` or (for 0) one free for both; the TCP one not listening."""
     for _ in range(_PORT_ATTEMPTS if port == 0 else 1):
         udp = udp_socket(host, reuse_port=reuse_port)
         tcp = socket.socket(_family(host), socket.SOCK_STREAM)
@@ -179,7 +179,7 @@ class StatsdReceiver:
     percentiles of one interval are per process).
 
     `allowed_sources` is a comma-separated list of CIDRs (empty: every source); a malformed one
-    raises `ConfigError` here.
+    raises `ConfigError` here. `sockets`, from `bind_statsd`, are used instead of binding at `start`.
     """
 
     def __init__(
@@ -193,6 +193,7 @@ class StatsdReceiver:
         max_line_bytes: int = MAX_LINE_BYTES,
         reuse_port: bool = False,
         allowed_sources: str = "",
+        sockets: tuple[socket.socket, socket.socket] | None = None,
     ) -> None:
         config.validate()
         self.allowlist = SourceFilter.parse(allowed_sources, "VIGIL_STATSD_ALLOWED_SOURCES", "StatsD")
@@ -203,6 +204,8 @@ class StatsdReceiver:
         self.max_retained_rows = max_retained_rows
         self.max_line_bytes = max_line_bytes
         self.reuse_port = reuse_port
+        # Bound by the owner (`bind_statsd`), so the port is held from the moment it is chosen.
+        self._bound = sockets
         self.aggregator = StatsdAggregator(config)
         self._udp: socket.socket | None = None
         self._tcp: asyncio.Server | None = None
@@ -252,7 +255,10 @@ class StatsdReceiver:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(warm_up)
-        udp, tcp = _bind_pair(self.host, self.port, self.reuse_port)
+        if self._bound is not None:
+            (udp, tcp), self._bound = self._bound, None
+        else:
+            udp, tcp = bind_statsd(self.host, self.port, reuse_port=self.reuse_port)
         try:
             udp.setblocking(False)
             tcp.listen(1024)

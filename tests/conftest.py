@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.ports import free_port
 from vigil.server import ROLES, Ports, Vigil
 from vigil.settings import Settings, load_settings
 from vigil.store.client import Client, open_client
@@ -134,11 +133,9 @@ def vigil_settings(chdb_url: str, database: str, tmp_path: Path) -> dict[str, An
         "http_port": 0,
         "otlp_http_port": 0,
         "otlp_grpc_port": 0,
-        # Not 0 for the UDP receivers: Vigil finds a free UDP port by binding and letting go, and
-        # from the kernel's ephemeral range another worker's socket may take it before the collector binds.
-        "statsd_port": free_port(),
-        "netflow_port": free_port(),
-        "ipfix_port": free_port(),
+        "statsd_port": 0,
+        "netflow_port": 0,
+        "ipfix_port": 0,
         "statsd_flush_interval": "100ms",
         "collector_processes": 0,
         "max_batch_age": "5ms",

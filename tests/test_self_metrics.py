@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RunningVigil, start_vigil, stop_vigil
-from tests.ports import free_port
 from tests.spans import now_ns, raw_request
 from vigil.alerts.engine import AlertEngine, AlertLoop
 from vigil.self_metrics import AlertMetrics, CollectorSnapshot, read_snapshot, write_snapshot
@@ -134,8 +133,6 @@ def test_metrics_count_accepted_rejected_refused_written_and_inserted_items_of_t
 
     # A second Vigil in this process counts only what it received itself: nothing.
     other_settings = {**vigil_settings, "wal_dir": str(tmp_path / "other-wal"), "clickhouse_database": database + "_b"}
-    # UDP ports of its own: the first Vigil holds those of `vigil_settings`.
-    other_settings.update(statsd_port=free_port(), netflow_port=free_port(), ipfix_port=free_port())
     other, thread = start_vigil(load_settings(**other_settings, detectors_enabled=False))
     try:
         other_samples = scrape(other.api)

@@ -49,14 +49,16 @@ from vigil.api.routers import health
 from vigil.api.routers import self_metrics as metrics_route
 from vigil.api.routers.health import SpillQueue
 from vigil.auth import AuthConfig, Tokens, new_secret
-from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, bind_tcp
+from vigil.collector.collector import Collector, CollectorConfig, EmbeddedServer, UdpReceiverSockets, bind_tcp
 from vigil.collector.decode.netflow import NetflowConfig
 from vigil.collector.enrich import ReloadingPrefixMap
+from vigil.collector.netflow_receiver import bind_flow_ports
 from vigil.collector.process import CollectorProcesses
 from vigil.collector.request_dedup import DedupConfig
 from vigil.collector.request_exchange import RequestExchange
 from vigil.collector.self_monitoring import SelfSampler, snapshot_path, wal_backlog
 from vigil.collector.statsd_aggregate import StatsdConfig
+from vigil.collector.statsd_receiver import bind_statsd
 from vigil.collector.wal import WalCapacity
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import site
@@ -187,37 +189,34 @@ def _socket(host: str, port: int, variable: str, *, listen: bool, reuseport: boo
         raise ConfigError(f"{variable}: {exc.strerror}") from None
 
 
-def _statsd_port(host: str, port: int) -> int:
-    """A StatsD port free on both UDP and TCP (port 0 resolves to one), checked before collectors start."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(20):  # port 0: the free UDP port may be taken on TCP; try another
-        with socket.socket(family, socket.SOCK_DGRAM) as udp, socket.socket(family, socket.SOCK_STREAM) as tcp:
+def _statsd_sockets(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """StatsD's UDP and TCP sockets on one port (0: one free for both), kept until the collector reads them."""
+    try:
+        return bind_statsd(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"VIGIL_STATSD_PORT: {exc.strerror}; if another StatsD daemon owns the port, choose another "
+            "port or set VIGIL_STATSD_ENABLED=false"
+        ) from None
+
+
+def _flow_sockets(host: str, ports: dict[str, int]) -> tuple[socket.socket, ...]:
+    """One UDP socket per flow port setting (0: a free port), kept until the collector reads them."""
+    sockets: list[socket.socket] = []
+    try:
+        for variable, port in ports.items():
             try:
-                udp.bind((host, port))
-                tcp.bind((host, udp.getsockname()[1]))
+                sockets.extend(bind_flow_ports(host, [port]))
             except OSError as exc:
-                if port == 0:
-                    continue
                 raise ConfigError(
-                    f"VIGIL_STATSD_PORT: cannot listen on {host}:{port} ({exc.strerror}); if another StatsD "
-                    "daemon owns it, choose another port or set VIGIL_STATSD_ENABLED=false"
+                    f"{variable}: {exc.strerror}; if another flow collector owns the port, choose another "
+                    "port or set VIGIL_NETFLOW_ENABLED=false"
                 ) from None
-            return int(udp.getsockname()[1])
-    raise ConfigError(f"VIGIL_STATSD_PORT: no port free on both UDP and TCP at {host}")
-
-
-def _udp_port(host: str, port: int, variable: str) -> int:
-    """`port` if free on UDP, or for 0 a free one, checked before collectors start."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as udp:
-        try:
-            udp.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"{variable}: cannot listen on UDP {host}:{port} ({exc.strerror}); if another flow collector "
-                "owns it, choose another port or set VIGIL_NETFLOW_ENABLED=false"
-            ) from None
-        return int(udp.getsockname()[1])
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return tuple(sockets)
 
 
 class Vigil:
@@ -240,7 +239,8 @@ class Vigil:
         self.alerts: AlertLoop | None = None
         self.leadership: Leadership | None = None  # the detect role apart from `vigil serve`
         self._processes: CollectorProcesses | None = None
-        self._reserved: list[socket.socket] = []
+        # Sockets this process bound and closes at shutdown (also after a start that failed midway).
+        self._bound: list[socket.socket] = []
         self._stopped = asyncio.Event()
         # Vigil's own metrics (/metrics) and traces: this instance's, never process-global.
         self.self_metrics = SelfMetrics()
@@ -320,6 +320,7 @@ class Vigil:
         if roles:  # every role answers probes; only api serves the API and pages
             # Not shared: a second server on the web port is a mistake to report, not to balance.
             web_socket = _socket(host, settings.http_port, "VIGIL_HTTP_PORT", listen=True, reuseport=False)
+            self._bound.append(web_socket)
             http_port = web_socket.getsockname()[1]
         if "collector" in roles:
             otlp_grpc, otlp_http, statsd_port, netflow_ports = await self._start_collectors(auth)
@@ -455,21 +456,26 @@ class Vigil:
         settings = self.settings
         assert self.inserter is not None
         host = settings.bind
+        # Fails the start now, naming the file, rather than in a collector process.
+        ReloadingPrefixMap(settings.prefix_file or None)
         # Reserved (bound, not listening) so port 0 resolves once and collectors share the port.
         grpc_socket = _socket(host, settings.otlp_grpc_port, "VIGIL_OTLP_GRPC_PORT", listen=False, reuseport=True)
         http_socket = _socket(host, settings.otlp_http_port, "VIGIL_OTLP_HTTP_PORT", listen=False, reuseport=True)
-        self._reserved = [grpc_socket, http_socket]
-        statsd_port = _statsd_port(host, settings.statsd_port) if settings.statsd_enabled else None
+        self._bound += [grpc_socket, http_socket]
+        # Bound here, not probed and let go: the collector gets these very sockets, so no other
+        # socket can take a port (0 included) between its choice and the collector's first read.
+        statsd_pair = _statsd_sockets(host, settings.statsd_port) if settings.statsd_enabled else None
+        try:
+            flow_ports = {"VIGIL_NETFLOW_PORT": settings.netflow_port, "VIGIL_IPFIX_PORT": settings.ipfix_port}
+            netflow = _flow_sockets(host, flow_ports) if settings.netflow_enabled else None
+        except BaseException:
+            UdpReceiverSockets(statsd_pair).close()
+            raise
+        udp_sockets = UdpReceiverSockets(statsd_pair, netflow)
+        statsd_port = udp_sockets.statsd[0].getsockname()[1] if udp_sockets.statsd is not None else None
         netflow_ports = (
-            (
-                _udp_port(host, settings.netflow_port, "VIGIL_NETFLOW_PORT"),
-                _udp_port(host, settings.ipfix_port, "VIGIL_IPFIX_PORT"),
-            )
-            if settings.netflow_enabled
-            else None
+            tuple(sock.getsockname()[1] for sock in udp_sockets.netflow) if udp_sockets.netflow is not None else None
         )
-        # Fails the start now, naming the file, rather than in a collector process.
-        ReloadingPrefixMap(settings.prefix_file or None)
         statsd = StatsdConfig(
             flush_interval=settings.statsd_flush_interval,
             percentiles=settings.statsd_percentile_values,
@@ -503,10 +509,10 @@ class Vigil:
             for index in range(max(resolve_processes(settings.collector_processes), 1))
         ]
         if settings.collector_processes == 0:
-            self._collector = Collector(configs[0], on_append=self.inserter.notify)
+            self._collector = Collector(configs[0], on_append=self.inserter.notify, sockets=udp_sockets)
             await self._collector.start()
         else:
-            self._processes = CollectorProcesses(configs, settings.log_level)
+            self._processes = CollectorProcesses(configs, settings.log_level, udp_sockets)
             await asyncio.to_thread(self._processes.start)
         return configs[0].otlp_grpc_port, configs[0].otlp_http_port, statsd_port, netflow_ports
 
@@ -567,7 +573,7 @@ class Vigil:
         if self._web is not None and self._web_task is not None:
             self._web.should_exit = True
             await asyncio.gather(self._web_task, return_exceptions=True)
-        for sock in self._reserved:
+        for sock in self._bound:
             sock.close()
         if self.ports is not None:
             logger.info("Vigil stopped")

@@ -37,7 +37,6 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import RunningVigil, start_vigil, stop_vigil
 from tests.logs import orders_logs
-from tests.ports import free_port
 from tests.spans import checkout_trace
 from vigil.server import build_web_app
 from vigil.settings import load_settings
@@ -62,9 +61,9 @@ def fuzzed_vigil(chdb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             http_port=0,
             otlp_http_port=0,
             otlp_grpc_port=0,
-            statsd_port=free_port(),  # not 0 for UDP: see tests/conftest.py
-            netflow_port=free_port(),
-            ipfix_port=free_port(),
+            statsd_port=0,
+            netflow_port=0,
+            ipfix_port=0,
             collector_processes=0,
             wal_dir=str(wal),
             detectors_enabled=False,
