@@ -62,6 +62,7 @@ from vigil.collector.statsd_receiver import bind_statsd
 from vigil.collector.wal import WalCapacity
 from vigil.collector.writer import Inserter, InserterConfig
 from vigil.dashboards import site
+from vigil.dashboards.reads import READ_SLOTS
 from vigil.dashboards.render import Receivers
 from vigil.detectors.engine import DetectorEngine
 from vigil.errors import ConfigError, StoreUnavailable
@@ -79,7 +80,7 @@ from vigil.self_metrics import (
 )
 from vigil.settings import Settings, redacted_url
 from vigil.store.alerts import AlertStore
-from vigil.store.client import Client, database_from_url, open_client
+from vigil.store.client import Client, HandlePool, database_from_url, open_client
 from vigil.store.lease import Leadership, Lease, holder_id
 from vigil.store.migrate import ddl_context, migrate
 from vigil.store.read import StoreReader
@@ -219,6 +220,19 @@ def _flow_sockets(host: str, ports: dict[str, int]) -> tuple[socket.socket, ...]
     return tuple(sockets)
 
 
+# Embedded store handles opened at start: one per page read that may run at once, and one each
+# for the inserter, the detectors, the alert loop and the self-metrics sampler.
+SPARE_HANDLES = READ_SLOTS + 4
+
+
+def _open_spare_handles(client: Client | None) -> None:
+    if isinstance(client, HandlePool):
+        try:
+            client.open_spares(SPARE_HANDLES)
+        except Exception:  # calls open what they need anyway
+            logger.warning("could not open spare handles to the embedded store", exc_info=True)
+
+
 class Vigil:
     """The service, or some of its roles (see `ROLES`): by default all of them, `vigil serve`."""
 
@@ -271,6 +285,9 @@ class Vigil:
             tokens = Tokens(auth)
         database = database_from_url(settings.clickhouse_url, settings.clickhouse_database)
         client = await self._open_store(database)
+        # Meanwhile the rest starts: the handles the first pages' reads and the background loops
+        # would otherwise open as they come, each waiting for its own.
+        spares = asyncio.create_task(asyncio.to_thread(_open_spare_handles, client))
         if roles & {"api", "detect"}:
             assert client is not None  # only a collector alone starts without ClickHouse
             # SLOs and alert rules are read by pages and detectors; collectors never look at them.
@@ -377,6 +394,7 @@ class Vigil:
             f"{host}:{self.ports.netflow},{self.ports.ipfix} (UDP)" if self.ports.netflow else "off",
             redacted_url(settings.clickhouse_url), database, len(self._processes.configs) if self._processes else 0,
         )  # fmt: skip
+        await spares
         return self.ports
 
     async def _open_store(self, database: str) -> Client | None:

@@ -7,13 +7,14 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pyarrow.ipc as ipc
 import pytest
 
 from tests.collector.test_wal import span_rows
 from tests.waiting import wait_until
-from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, Client
+from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, Client, HandlePool
 from vigil.store.migrate import migrate
 from vigil.store.schema import DdlContext
 from vigil.store.write import StoreWriter
@@ -95,3 +96,36 @@ def test_an_insert_pauses_while_a_query_runs_and_then_stores_every_row(
         writer.insert_files("spans", tmp_path, ["0.arrow"], rows=20, dedup_token="pause-test")
     assert preempted(chdb_client) > before
     assert chdb_client.query(f"SELECT count() FROM {database}.spans").result_rows == [(20,)]
+
+
+def test_spare_handles_opened_ahead_serve_that_many_calls_at_once_without_opening_more(
+    chdb_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pool of its own on the same engine: it starts with one handle, whatever other tests opened.
+    pool = HandlePool(cast(HandlePool, chdb_client).path, {})
+    pool.open_spares(5)  # four slow queries, and the polls that watch them
+    opened: list[Client] = []
+    open_one = pool._open
+
+    def counted() -> Client:
+        opened.append(open_one())
+        return opened[-1]
+
+    monkeypatch.setattr(pool, "_open", counted)
+    marker = uuid.uuid4().hex
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # killed below, as intended
+            pool.query(SLOW_QUERY, parameters={"marker": marker})
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_until(lambda: running(cast(Client, pool), marker) == 4, timeout_s=5)
+    finally:
+        chdb_client.command(f"KILL QUERY WHERE query LIKE '%{marker}%' AND query NOT LIKE '%KILL QUERY%' SYNC")
+        for thread in threads:
+            thread.join(timeout=10)
+    pool.open_spares(5)  # every handle came back
+    assert opened == []
