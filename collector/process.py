@@ -64,9 +64,11 @@ def _collector_main(
     ready: Event,
     drain: Event,
     log_level: str,
+    nice: int,
 ) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     _exit_with(owner_pid)
+    os.nice(nice)
     # Ctrl-C in a terminal reaches the whole process group, and so does a SIGTERM from `timeout`,
     # `kill -- -PGID` or systemd (KillMode=control-group, its default). The parent decides the
     # order of shutdown, stopping what sends to the collectors first, and sets `drain` when this
@@ -107,7 +109,8 @@ class CollectorProcesses:
     """Starts, watches and stops one child process per `CollectorConfig`.
 
     `udp_sockets` go to the first collector, the one that runs StatsD and NetFlow; this object
-    owns them, and closes the parent's copies once the children have theirs.
+    owns them, and closes the parent's copies once the children have theirs. Children run `nice`
+    steps nicer than this process (`os.nice`): decoding can wait while a page or an insert runs.
     """
 
     def __init__(
@@ -115,10 +118,12 @@ class CollectorProcesses:
         configs: list[CollectorConfig],
         log_level: str = "INFO",
         udp_sockets: UdpReceiverSockets | None = None,
+        nice: int = 0,
     ) -> None:
         self.configs = configs
         self.log_level = log_level
         self.udp_sockets = udp_sockets
+        self.nice = nice
         self._children: list[_Child] = []
 
     def start(self, timeout_s: float = 120.0) -> None:
@@ -129,7 +134,15 @@ class CollectorProcesses:
                 ready, drain = context.Event(), context.Event()
                 child = context.Process(
                     target=_collector_main,
-                    args=(config, self.udp_sockets if index == 0 else None, os.getpid(), ready, drain, self.log_level),
+                    args=(
+                        config,
+                        self.udp_sockets if index == 0 else None,
+                        os.getpid(),
+                        ready,
+                        drain,
+                        self.log_level,
+                        self.nice,
+                    ),
                     name=f"vigil-{config.wal_name}",
                 )
                 child.start()  # the child's copies of the sockets are made here

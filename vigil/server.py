@@ -530,7 +530,7 @@ class Vigil:
             self._collector = Collector(configs[0], on_append=self.inserter.notify, sockets=udp_sockets)
             await self._collector.start()
         else:
-            self._processes = CollectorProcesses(configs, settings.log_level, udp_sockets)
+            self._processes = CollectorProcesses(configs, settings.log_level, udp_sockets, settings.collector_nice)
             await asyncio.to_thread(self._processes.start)
         return configs[0].otlp_grpc_port, configs[0].otlp_http_port, statsd_port, netflow_ports
 

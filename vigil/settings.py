@@ -102,8 +102,8 @@ class Settings(BaseSettings):
     otlp_grpc_port: Port = 4317
     otlp_http_port: Port = 4318
 
-    # VIGIL_STATSD_PORT: StatsD / DogStatsD on UDP and TCP (newline-delimited); VIGIL_STATSD_ENABLED=false
-    # turns it off (when another StatsD daemon owns the port).
+    # VIGIL_STATSD_PORT: StatsD / DogStatsD on UDP and TCP (newline-delimited; 0 picks a port free on
+    # both); VIGIL_STATSD_ENABLED=false turns it off (when another StatsD daemon owns the port).
     statsd_port: Port = 8125
     statsd_enabled: bool = True
     # VIGIL_STATSD_FLUSH_INTERVAL: StatsD lines are aggregated over this interval, then stored.
@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     # Empty: every source.
     statsd_allowed_sources: str = ""
 
-    # VIGIL_NETFLOW_PORT / VIGIL_IPFIX_PORT: UDP ports for flow records; both take NetFlow v5, v9 and
-    # IPFIX (the ports are conventions of exporters). VIGIL_NETFLOW_ENABLED=false turns both off.
+    # VIGIL_NETFLOW_PORT / VIGIL_IPFIX_PORT: UDP ports for flow records (0 picks a free one); both take
+    # NetFlow v5, v9 and IPFIX (the ports are conventions of exporters). VIGIL_NETFLOW_ENABLED=false
+    # turns both off.
     netflow_port: Port = 2055
     ipfix_port: Port = 4739
     netflow_enabled: bool = True
@@ -197,6 +198,11 @@ class Settings(BaseSettings):
     # OTLP ports beside the process that owns the store; -1 means one per core, 0 runs the
     # collector inside that process (least memory).
     collector_processes: int = Field(default=-1, ge=-1, le=64)
+    # VIGIL_COLLECTOR_NICE: collector processes run this much nicer than the process that owns the
+    # store (0-19; 0: the same priority), so that when ingest keeps every core busy, page loads and
+    # the inserts that drain the write-ahead logs come first. Received data waits in the
+    # collectors' queues meanwhile; nothing is lost. No effect with VIGIL_COLLECTOR_PROCESSES=0.
+    collector_nice: int = Field(default=10, ge=0, le=19)
     # VIGIL_DEDUP_WINDOW: an OTLP request whose exact body (same signal, decompressed) was already
     # written within this window is an exporter's retry: answered with success, not stored again
     # (0 turns this off). VIGIL_DEDUP_MAX_REQUESTS: at most this many remembered per collector
