@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tests.bench.soak [--minutes 30] [--spans 15000] [--logs 10000] [--points 5000]
         [--statsd-lines 20000] [--flows 10000] [--scale 1] [--page-interval 10] [--workers -1]
+        [--collector-nice N]
 
 Rates are per second; the defaults add up to about 45,000 rows/s, half of the ~90,000 rows/s
 this 2-core machine stores of one signal alone (docs/BENCHMARKS.md). For `--minutes`:
@@ -315,6 +316,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="OTLP/HTTP clients per signal, sharing its rate")
     parser.add_argument("--page-interval", type=float, default=10.0, help="seconds between rounds of page requests")
     parser.add_argument("--workers", type=int, default=-1, help="VIGIL_COLLECTOR_PROCESSES")
+    parser.add_argument("--collector-nice", type=int, help="VIGIL_COLLECTOR_NICE (default: Vigil's)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     seconds = args.minutes * 60
@@ -344,6 +346,8 @@ def main() -> None:
         VIGIL_IPFIX_PORT=str(ports["ipfix"]),
         VIGIL_LOG_LEVEL="WARNING",
     )
+    if args.collector_nice is not None:
+        env["VIGIL_COLLECTOR_NICE"] = str(args.collector_nice)
     print(
         f"soak: {args.minutes:g} min of {args.spans:,.0f} spans/s, {args.logs:,.0f} logs/s, {args.points:,.0f} "
         f"points/s (OTLP/HTTP), {args.statsd_lines:,.0f} StatsD lines/s, {args.flows:,.0f} NetFlow v5 flows/s; "
