@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 import grpc
 import httpx
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -113,15 +115,23 @@ class DistinctBodies:
     and stores it once, and real exporters never send the same items twice otherwise. The
     markers are the items' trace ids (so every request's traces are new) or any 16 bytes found in
     the body; they are overwritten with ASCII hex (valid in a string field too), so sizes stay.
+
+    With `restamp`, every send also moves the items' timestamps on by the time passed since the
+    bodies were built, as a live exporter's would be: without it a long run piles all its spans
+    into the minute it started, and "the last 15 minutes" ends up holding all or none of them.
     """
 
-    def __init__(self, bodies: list[bytes], markers: list[list[bytes]]) -> None:
+    def __init__(
+        self, bodies: list[bytes], markers: list[list[bytes]], signal_name: str, *, restamp: bool = False
+    ) -> None:
         self.bodies = bodies
         self.offsets = [_offsets(body, found) for body, found in zip(bodies, markers, strict=True)]
+        self.stamps = [_timestamps(body, signal_name) for body in bodies] if restamp else [[] for _ in bodies]
+        self._built_ns = time.time_ns()
         self._counter = itertools.count(1)  # next() is atomic under the GIL: threads may share it
 
     @classmethod
-    def by_trace_ids(cls, bodies: list[bytes], signal_name: str) -> DistinctBodies:
+    def by_trace_ids(cls, bodies: list[bytes], signal_name: str, *, restamp: bool = False) -> DistinctBodies:
         markers = []
         for body in bodies:
             if signal_name == "traces":
@@ -131,7 +141,7 @@ class DistinctBodies:
                 logs = ExportLogsServiceRequest.FromString(body)
                 items = [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
             markers.append([item.trace_id for item in items])
-        return cls(bodies, markers)
+        return cls(bodies, markers, signal_name, restamp=restamp)
 
     def next(self) -> bytes:
         n = next(self._counter)
@@ -139,7 +149,53 @@ class DistinctBodies:
         body = bytearray(self.bodies[i])
         for j, offset in enumerate(self.offsets[i]):
             body[offset : offset + 16] = b"%012x%04x" % (n, j)
+        if self.stamps[i]:
+            passed_ns = time.time_ns() - self._built_ns
+            for offset, built_ns in self.stamps[i]:
+                struct.pack_into("<Q", body, offset, built_ns + passed_ns)
         return bytes(body)
+
+
+# The fixed64 timestamp fields (numbers in the OTLP protos) of each signal's items.
+_TIMESTAMP_FIELDS = {
+    "traces": {"start_time_unix_nano": 7, "end_time_unix_nano": 8},
+    "logs": {"time_unix_nano": 1, "observed_time_unix_nano": 11},
+    "metrics": {"start_time_unix_nano": 2, "time_unix_nano": 3},
+}
+
+
+def _timestamps(body: bytes, signal_name: str) -> list[tuple[int, int]]:
+    """(offset, value) of every set timestamp of `body`'s items (gauge and sum points for metrics).
+
+    Each is found by its field's tag byte and value, searching on from the previous one: fields
+    are encoded in the order their items are.
+    """
+    items: list[Any]
+    if signal_name == "traces":
+        traces = ExportTraceServiceRequest.FromString(body)
+        items = [s for rs in traces.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    elif signal_name == "logs":
+        logs = ExportLogsServiceRequest.FromString(body)
+        items = [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    else:
+        metrics = ExportMetricsServiceRequest.FromString(body)
+        items = [
+            point
+            for rm in metrics.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            for point in (*metric.gauge.data_points, *metric.sum.data_points)
+        ]
+    found = []
+    at = 0
+    for item in items:
+        for name, number in _TIMESTAMP_FIELDS[signal_name].items():
+            value = getattr(item, name)
+            if value:  # proto3 leaves zero unencoded
+                at = body.index(bytes([number << 3 | 1]) + struct.pack("<Q", value), at) + 1
+                found.append((at, value))
+                at += 8
+    return found
 
 
 def _offsets(body: bytes, markers: list[bytes]) -> list[int]:

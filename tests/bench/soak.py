@@ -102,7 +102,8 @@ def build_metrics_request(rng: random.Random, marker: bytes, n: int = POINTS_PER
 def metric_bodies() -> DistinctBodies:
     rng = random.Random(3)
     markers = [f"{rng.getrandbits(64):016x}".encode() for _ in range(8)]
-    return DistinctBodies([build_metrics_request(rng, marker) for marker in markers], [[m] for m in markers])
+    bodies = [build_metrics_request(rng, marker) for marker in markers]
+    return DistinctBodies(bodies, [[m] for m in markers], "metrics", restamp=True)
 
 
 @dataclass
@@ -323,8 +324,8 @@ def main() -> None:
     for rate in ("spans", "logs", "points", "statsd_lines", "flows"):
         setattr(args, rate, getattr(args, rate) * args.scale)
 
-    spans = DistinctBodies.by_trace_ids([build_request(random.Random(s)) for s in range(8)], "traces")
-    logs = DistinctBodies.by_trace_ids([build_logs_request(random.Random(s)) for s in range(8)], "logs")
+    spans = DistinctBodies.by_trace_ids([build_request(random.Random(s)) for s in range(8)], "traces", restamp=True)
+    logs = DistinctBodies.by_trace_ids([build_logs_request(random.Random(s)) for s in range(8)], "logs", restamp=True)
     loads = {
         "spans": OtlpLoad("/v1/traces", spans, SPANS_PER_REQUEST, args.spans),
         "logs": OtlpLoad("/v1/logs", logs, LOGS_PER_REQUEST, args.logs),
