@@ -68,7 +68,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 15))
+    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 16))
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -161,6 +161,6 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     )
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]

@@ -7,6 +7,7 @@ from vigil.store.schema import (
     LOGS_TEMPLATES,
     SPANS,
     SPANS_RED_1M_MV,
+    SPANS_STATUS_INDEX,
     SPANS_TRACE_ID_TS,
     DdlContext,
     create_table_statements,
@@ -53,6 +54,16 @@ def test_the_migrations_table_is_replicated_on_a_cluster() -> None:
         "ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/obs/schema_migrations', '{replica}')\n"
         "ORDER BY version"
     )
+
+
+def test_an_index_added_alone_alters_only_the_table_that_holds_the_data() -> None:
+    assert create_table_statements(SPANS_STATUS_INDEX, SINGLE) == [
+        "ALTER TABLE obs.spans ADD INDEX IF NOT EXISTS idx_status StatusCode TYPE set(3) GRANULARITY 1"
+    ]
+    assert create_table_statements(SPANS_STATUS_INDEX, CLUSTER) == [
+        "ALTER TABLE obs.spans_local ON CLUSTER prod "
+        "ADD INDEX IF NOT EXISTS idx_status StatusCode TYPE set(3) GRANULARITY 1"
+    ]
 
 
 def test_added_columns_alter_the_table_and_on_a_cluster_its_distributed_table_too() -> None:
