@@ -1,0 +1,84 @@
+"""Service breakdown benchmark: the service page's heaviest rollup read, while the rollup's parts are unmerged.
+
+    .venv/bin/python -m tests.bench.service_breakdown [--parts 30] [--minutes 15] [--operations 50] [--requests 9]
+
+Under ingest, `spans_red_1m` holds one row per minute, operation and version for every insert
+that touched them, until ClickHouse merges its parts: the same minute may have dozens of rows,
+each a t-digest state to merge. This fills a fresh chDB store (Vigil's schema, in a temporary
+directory) with merges stopped: `--parts` inserts, each covering the last `--minutes` minutes of
+service "checkout" with `--operations` operations over two versions (200 durations per row).
+It times `service_breakdown` over those minutes `--requests` times (the median is printed),
+then merges the parts (OPTIMIZE FINAL) and times it again. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+from vigil.store.client import open_client
+from vigil.store.migrate import migrate
+from vigil.store.read import StoreReader
+from vigil.store.schema import DdlContext
+from vigil.store.service_read import service_breakdown
+
+DATABASE = "vigil"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", type=int, default=30)
+    parser.add_argument("--minutes", type=int, default=15)
+    parser.add_argument("--operations", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=9)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-breakdown-") as data_dir:
+        client = open_client(f"chdb://{data_dir}")
+        migrate(client, DdlContext(database=DATABASE))
+        client.command(f"SYSTEM STOP MERGES {DATABASE}.spans_red_1m")
+        end_s = time.time() // 60 * 60
+        start_s = end_s - args.minutes * 60
+        for part in range(args.parts):
+            client.command(
+                f"""
+                INSERT INTO {DATABASE}.spans_red_1m
+                    (Minute, ServiceName, SpanName, ServiceVersion, Requests, Errors, DurationSum, DurationMax,
+                     DurationQuantiles)
+                SELECT toDateTime({int(start_s)} + 60 * minute, 'UTC'), 'checkout',
+                       concat('GET /api/v1/items/', toString(operation)), if(operation % 10 = 0, '1.1.0', '1.0.0'),
+                       count(), countIf(duration % 100 = 0), sum(duration), max(duration),
+                       quantilesTDigestState(0.5, 0.95, 0.99)(duration)
+                FROM (SELECT number % {args.minutes} AS minute,
+                             intDiv(number, {args.minutes}) % {args.operations} AS operation,
+                             100000 + rand64({part}) % 50000000 AS duration
+                      FROM numbers({args.minutes * args.operations * 200}))
+                GROUP BY minute, operation"""
+            )
+        reader = StoreReader(client, DATABASE)
+        rows = client.query(f"SELECT count() FROM {DATABASE}.spans_red_1m").result_rows[0][0]
+
+        def median_ms() -> float:
+            service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s)
+            times = []
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s)
+                times.append((time.perf_counter() - started) * 1000)
+            return statistics.median(times)
+
+        unmerged = median_ms()
+        client.command(f"SYSTEM START MERGES {DATABASE}.spans_red_1m")
+        client.command(f"OPTIMIZE TABLE {DATABASE}.spans_red_1m FINAL")
+        merged_rows = client.query(f"SELECT count() FROM {DATABASE}.spans_red_1m").result_rows[0][0]
+        merged = median_ms()
+    shape = f"{args.minutes} min, {args.operations} operations, 2 versions"
+    print(f"service_breakdown over {shape} (median of {args.requests}):")
+    print(f"  {args.parts} unmerged parts, {rows:,} rollup rows: {unmerged:7.1f} ms")
+    print(f"  merged, {merged_rows:,} rollup rows:          {merged:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
