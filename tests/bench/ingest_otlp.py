@@ -132,15 +132,7 @@ class DistinctBodies:
 
     @classmethod
     def by_trace_ids(cls, bodies: list[bytes], signal_name: str, *, restamp: bool = False) -> DistinctBodies:
-        markers = []
-        for body in bodies:
-            if signal_name == "traces":
-                traces = ExportTraceServiceRequest.FromString(body)
-                items: Any = [s for rs in traces.resource_spans for ss in rs.scope_spans for s in ss.spans]
-            else:
-                logs = ExportLogsServiceRequest.FromString(body)
-                items = [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
-            markers.append([item.trace_id for item in items])
+        markers = [[item.trace_id for item in _items(body, signal_name)] for body in bodies]
         return cls(bodies, markers, signal_name, restamp=restamp)
 
     def next(self) -> bytes:
@@ -154,6 +146,24 @@ class DistinctBodies:
             for offset, built_ns in self.stamps[i]:
                 struct.pack_into("<Q", body, offset, built_ns + passed_ns)
         return bytes(body)
+
+
+def _items(body: bytes, signal_name: str) -> list[Any]:
+    """The spans, log records or (gauge and sum) data points of a request, in encoding order."""
+    if signal_name == "traces":
+        traces = ExportTraceServiceRequest.FromString(body)
+        return [s for rs in traces.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    if signal_name == "logs":
+        logs = ExportLogsServiceRequest.FromString(body)
+        return [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    metrics = ExportMetricsServiceRequest.FromString(body)
+    return [
+        point
+        for rm in metrics.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        for point in (*metric.gauge.data_points, *metric.sum.data_points)
+    ]
 
 
 # The fixed64 timestamp fields (numbers in the OTLP protos) of each signal's items.
@@ -170,25 +180,9 @@ def _timestamps(body: bytes, signal_name: str) -> list[tuple[int, int]]:
     Each is found by its field's tag byte and value, searching on from the previous one: fields
     are encoded in the order their items are.
     """
-    items: list[Any]
-    if signal_name == "traces":
-        traces = ExportTraceServiceRequest.FromString(body)
-        items = [s for rs in traces.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    elif signal_name == "logs":
-        logs = ExportLogsServiceRequest.FromString(body)
-        items = [r for rl in logs.resource_logs for sl in rl.scope_logs for r in sl.log_records]
-    else:
-        metrics = ExportMetricsServiceRequest.FromString(body)
-        items = [
-            point
-            for rm in metrics.resource_metrics
-            for sm in rm.scope_metrics
-            for metric in sm.metrics
-            for point in (*metric.gauge.data_points, *metric.sum.data_points)
-        ]
     found = []
     at = 0
-    for item in items:
+    for item in _items(body, signal_name):
         for name, number in _TIMESTAMP_FIELDS[signal_name].items():
             value = getattr(item, name)
             if value:  # proto3 leaves zero unencoded
