@@ -1197,13 +1197,12 @@ def _create_view(view: MaterializedView, ctx: DdlContext) -> list[str]:
 
 def _add_columns(change: AddColumns, ctx: DdlContext) -> list[str]:
     local = f"{ctx.database}.{_local(change.table, ctx)}"
-    additions = [f"ADD COLUMN IF NOT EXISTS {column}" for column in change.columns]
-    additions += [f"ADD INDEX IF NOT EXISTS {index}" for index in change.indexes]
-    statements = [f"ALTER TABLE {local}{ctx.on_cluster} {', '.join(additions)}"]
-    if ctx.cluster and change.columns:
+    columns = [f"ADD COLUMN IF NOT EXISTS {column}" for column in change.columns]
+    indexes = [f"ADD INDEX IF NOT EXISTS {index}" for index in change.indexes]
+    statements = [f"ALTER TABLE {local}{ctx.on_cluster} {', '.join(columns + indexes)}"]
+    if ctx.cluster and columns:
         # The Distributed table mirrors the columns (indexes live with the data, in the local table).
-        columns = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in change.columns)
-        statements.append(f"ALTER TABLE {ctx.database}.{change.table}{ctx.on_cluster} {columns}")
+        statements.append(f"ALTER TABLE {ctx.database}.{change.table}{ctx.on_cluster} {', '.join(columns)}")
     return statements
 
 
