@@ -213,6 +213,7 @@ def test_a_data_directory_in_use_is_refused_with_the_reason(
     serve: tuple[dict[str, str], list[subprocess.Popen[str]]],
 ) -> None:
     env, processes = serve
+    env["VIGIL_COLLECTOR_PROCESSES"] = "0"  # the store's lock is the point, taken before any collector starts
     start(env, processes)
     second = {**env, "VIGIL_HTTP_PORT": str(free_port()), "VIGIL_OTLP_HTTP_PORT": str(free_port())}
     second["VIGIL_OTLP_GRPC_PORT"] = str(free_port())

@@ -303,6 +303,17 @@ def test_hodges_lehmann_is_the_median_of_all_differences(seed: int) -> None:
         hodges_lehmann(x, np.array([]))
 
 
+def test_hodges_lehmann_across_a_gap_between_the_two_middle_differences() -> None:
+    # Half the canary near 0 and half near 1,000: the 2,000th of the 4,000 differences is the
+    # largest near 0 and the 2,001st the smallest near 1,000, so the search splits them.
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.uniform(0, 1, 50), rng.uniform(1000, 1001, 50)])
+    y = rng.uniform(0, 1, 40)
+    differences = np.sort((x[:, None] - y[None, :]).ravel())
+    assert differences[1999] < 1 and differences[2000] > 999
+    assert hodges_lehmann(x, y) == 0.5 * (float(differences[1999]) + float(differences[2000]))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_mann_whitney_u_matches_scipy(seed: int) -> None:
     rng = np.random.default_rng(seed)
