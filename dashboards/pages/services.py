@@ -183,12 +183,10 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
     window = {"start_s": start_s, "end_s": end_s}
     # Every read at once; for a service with no requests in range, most go unused.
     with PageReads() as reads:
-        breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window)
+        breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window, step=step)
         open_findings = reads.start(service_read.open_findings_by_service, reader.query)
         markers_and_bands = reads.start(_markers_and_bands, reader, service, time_range)
         dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
-        red = reads.start(service_read.red_series, reader.query, service, **window, step=step)
-        versions = reads.start(service_read.version_series, reader.query, service, **window, step=step)
         errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
     parts = breakdown.result()
     summary = parts.summary
@@ -214,8 +212,8 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
             and not service_read.edges_recorded(reader.query)
         )
         context.update(
-            charts=_red_charts(red.result(), time_range, markers, bands),
-            version_chart=_version_chart(versions.result(), time_range),
+            charts=_red_charts(parts.red, time_range, markers, bands),
+            version_chart=_version_chart(parts.version_series, time_range),
             operations=parts.operations,
             versions=parts.versions,
             errors=errors.result(),

@@ -14,7 +14,7 @@ from vigil.detectors.slo_burn import BURN_WINDOWS, evaluate, parse_window
 from vigil.store.client import Client
 from vigil.store.findings import Finding, FindingStore
 from vigil.store.migrate import migrate
-from vigil.store.read import StoreReader
+from vigil.store.read import ServiceSummary, StoreReader
 from vigil.store.schema import DdlContext
 from vigil.store.service_edges import ServiceEdgeRollup
 from vigil.store.service_read import (
@@ -23,6 +23,7 @@ from vigil.store.service_read import (
     ErrorSpan,
     OperationStats,
     RedPoint,
+    ServiceBreakdown,
     ServiceTrend,
     SloWindowCounts,
     VersionSeries,
@@ -33,6 +34,7 @@ from vigil.store.service_read import (
     operations,
     recent_errors,
     red_series,
+    service_breakdown,
     service_known,
     service_trends,
     slo_window_counts,
@@ -105,6 +107,42 @@ def test_version_series_counts_requests_per_bucket_and_version(reader: StoreRead
     times, series = version_series(reader.query, "shop", start_s=BASE, end_s=END, step=120)
     assert times == [BASE, BASE + 120, BASE + 240, BASE + 360, BASE + 480]
     assert series == [VersionSeries("1.0", [3, 0, 0, 0, 0]), VersionSeries("2.0", [0, 3, 0, 0, 0])]
+
+
+def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet_merged(
+    reader: StoreReader,
+) -> None:
+    # Merges stopped and one insert per span: each minute, operation and version has as many
+    # rollup rows as spans, as under ingest before ClickHouse merges the parts.
+    reader.client.command(f"SYSTEM STOP MERGES {reader.database}.spans_red_1m")
+    writer = StoreWriter(reader.client, reader.database)
+    spans = SpanBuilder()
+    requests = [(0, "GET /cart", "1.0", 10), (0, "GET /cart", "1.0", 30), (0, "POST /pay", "1.0", 50)]
+    for i, (minute, name, version, ms) in enumerate([*requests, (2, "GET /cart", "2.0", 70)]):
+        spans.add("shop", name, start_s=BASE + 60 * minute + i, ms=ms, version=version, error=ms == 50)
+    for span in spans.finished():
+        store_spans(writer, [span])
+    assert reader.query("SELECT count() AS n FROM {db}.spans_red_1m") == [{"n": 4}]
+
+    found = service_breakdown(reader.query, "shop", start_s=BASE, end_s=END, step=120)
+    assert found.summary == ServiceSummary("shop", 4, round(4 / 599, 3), 0.25, 30.0, 70.0, 70.0)
+    assert found.operations == [
+        OperationStats("GET /cart", 3, round(3 / 599, 3), 0.0, 30.0, 70.0, 70.0),
+        OperationStats("POST /pay", 1, round(1 / 599, 3), 1.0, 50.0, 50.0, 50.0),
+    ]
+    assert found.versions == [
+        VersionStats("2.0", 1, 0.25, 0.0, 70.0, 70.0, 70.0, first_seen_s=BASE + 120, last_seen_s=BASE + 120),
+        VersionStats("1.0", 3, 0.75, 0.3333, 30.0, 50.0, 50.0, first_seen_s=BASE, last_seen_s=BASE),
+    ]
+    assert found.red == [RedPoint(BASE, 3, 1, 30.0, 50.0, 50.0), RedPoint(BASE + 120, 1, 0, 70.0, 70.0, 70.0)]
+    assert found.version_series == (
+        [BASE, BASE + 120, BASE + 240, BASE + 360, BASE + 480],
+        [VersionSeries("1.0", [3, 0, 0, 0, 0]), VersionSeries("2.0", [0, 1, 0, 0, 0])],
+    )
+    # Without a step, the same figures and no series.
+    assert service_breakdown(reader.query, "shop", start_s=BASE, end_s=END) == ServiceBreakdown(
+        found.summary, found.operations, found.versions, [], ([], [])
+    )
 
 
 def test_recent_errors_are_the_newest_error_spans_including_those_that_are_not_requests(reader: StoreReader) -> None:

@@ -178,36 +178,51 @@ class ServiceBreakdown:
     summary: ServiceSummary | None  # None: no requests in the range
     operations: list[OperationStats]  # busiest first
     versions: list[VersionStats]  # newest first seen first
+    # With a `step` only (else empty): RED per bucket that had requests, and `bucket_times` with
+    # the requests of each version per bucket, versions by name.
+    red: list[RedPoint]
+    version_series: tuple[list[float], list[VersionSeries]]
 
 
-def service_breakdown(query: Query, service: str, *, start_s: float, end_s: float) -> ServiceBreakdown:
-    """The service's RED over the range, in all and per operation and per `service.version`.
+def service_breakdown(
+    query: Query, service: str, *, start_s: float, end_s: float, step: int | None = None
+) -> ServiceBreakdown:
+    """The service's RED over the range, in all, per operation and per `service.version`, and,
+    with `step` (seconds, whole minutes), per bucket of `bucket_times` and per version and bucket.
 
-    One read of the rollup with grouping sets: merging the quantile states is most of the cost,
-    and three separate reads of a day's minutes took twice as long. The states are merged once per
-    (operation, version) first, so each rollup row is merged once rather than once per set: under
-    ingest, when the rollup's parts are not merged yet and a minute has many rows, that halves
-    the read.
+    One read of the rollup for all of a service page's figures: merging the quantile states is
+    most of the cost. The states are merged once per (operation, version, bucket) first, then
+    grouping sets merge those few results per operation, per version, per bucket and in all. So
+    each rollup row is merged once, however many figures it feeds; under ingest, when the
+    rollup's parts are not merged yet and a minute has dozens of rows, that matters most. The
+    requests per version and bucket ride along as a map on the per-version rows.
     """
+    bucket = "intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32}" if step else "toUInt32(0)"
     rows = query(
         f"""
-        SELECT grouping(SpanName, ServiceVersion) AS grouped, SpanName AS operation,
-               ServiceVersion AS version, sum(Requests) AS requests, sum(Errors) AS errors,
+        SELECT grouping(SpanName, ServiceVersion, Bucket) AS grouped, SpanName AS operation,
+               ServiceVersion AS version, Bucket AS bucket, sum(Requests) AS requests, sum(Errors) AS errors,
                quantilesTDigestMerge(0.5, 0.95, 0.99)(Quantiles) AS q,
-               toUnixTimestamp(min(FirstMinute)) AS first_seen, toUnixTimestamp(max(LastMinute)) AS last_seen
+               toUnixTimestamp(min(FirstMinute)) AS first_seen, toUnixTimestamp(max(LastMinute)) AS last_seen,
+               sumMap([Bucket], [Requests]) AS per_bucket
         FROM (
-            SELECT SpanName, ServiceVersion, sum(Requests) AS Requests, sum(Errors) AS Errors,
+            SELECT SpanName, ServiceVersion, {bucket} AS Bucket, sum(Requests) AS Requests, sum(Errors) AS Errors,
                    quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS Quantiles,
                    min(Minute) AS FirstMinute, max(Minute) AS LastMinute
             FROM {{db}}.spans_red_1m
             WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-            GROUP BY SpanName, ServiceVersion)
-        GROUP BY GROUPING SETS ((), (SpanName), (ServiceVersion))""",
+            GROUP BY SpanName, ServiceVersion, Bucket)
+        GROUP BY GROUPING SETS ((), (SpanName), (ServiceVersion), (Bucket))""",
         service=service,
+        **({"step": step} if step else {}),
         **_bounds(start_s, end_s),
     )
-    # grouping() sets a bit per column aggregated away: 3 the total, 1 per operation, 2 per version.
-    totals = [row for row in rows if row["grouped"] == 3 and int(row["requests"]) > 0]
+    # grouping() sets a bit per column aggregated away, the last column the lowest bit: 7 the
+    # total, 3 per operation, 5 per version, 6 per bucket.
+    by_set: dict[int, list[dict[str, Any]]] = {7: [], 3: [], 5: [], 6: []}
+    for row in rows:
+        by_set[int(row["grouped"])].append(row)
+    totals = [row for row in by_set[7] if int(row["requests"]) > 0]
     window_s = max(end_s - start_s, 1.0)
     summary = None
     if totals:
@@ -232,12 +247,10 @@ def service_breakdown(query: Query, service: str, *, start_s: float, end_s: floa
             p95_ms=_ms(row["q"][1]),
             p99_ms=_ms(row["q"][2]),
         )
-        for row in rows
-        if row["grouped"] == 1
+        for row in by_set[3]
     ]
     operations.sort(key=lambda o: (-o.requests, o.operation))
-    version_rows = [row for row in rows if row["grouped"] == 2]
-    all_requests = sum(int(row["requests"]) for row in version_rows)
+    all_requests = sum(int(row["requests"]) for row in by_set[5])
     versions = [
         VersionStats(
             version=row["version"],
@@ -250,10 +263,34 @@ def service_breakdown(query: Query, service: str, *, start_s: float, end_s: floa
             first_seen_s=float(row["first_seen"]),
             last_seen_s=float(row["last_seen"]),
         )
-        for row in version_rows
+        for row in by_set[5]
     ]
     versions.sort(key=lambda v: (-v.first_seen_s, v.version))
-    return ServiceBreakdown(summary, operations, versions)
+    if not step:
+        return ServiceBreakdown(summary, operations, versions, [], ([], []))
+    red = sorted(
+        (
+            RedPoint(
+                time_s=float(row["bucket"]),
+                requests=int(row["requests"]),
+                errors=int(row["errors"]),
+                p50_ms=_ms(row["q"][0]),
+                p95_ms=_ms(row["q"][1]),
+                p99_ms=_ms(row["q"][2]),
+            )
+            for row in by_set[6]
+        ),
+        key=lambda point: point.time_s,
+    )
+    times = bucket_times(start_s, end_s, step)
+    index = {t: i for i, t in enumerate(times)}
+    series = []
+    for row in sorted(by_set[5], key=lambda row: str(row["version"])):
+        counts = [0] * len(times)
+        for bucket_s, requests in zip(*row["per_bucket"], strict=True):
+            counts[index[float(bucket_s)]] = int(requests)
+        series.append(VersionSeries(row["version"], counts))
+    return ServiceBreakdown(summary, operations, versions, red, (times, series))
 
 
 def service_summary(query: Query, service: str, *, start_s: float, end_s: float) -> ServiceSummary | None:
@@ -294,30 +331,7 @@ def service_trends(query: Query, *, start_s: float, end_s: float, step: int) -> 
 
 def red_series(query: Query, service: str, *, start_s: float, end_s: float, step: int) -> list[RedPoint]:
     """The service's requests, errors and latency quantiles per bucket that had requests."""
-    rows = query(
-        f"""
-        SELECT intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS bucket,
-               sum(Requests) AS requests, sum(Errors) AS errors,
-               quantilesTDigestMerge(0.5, 0.95, 0.99)(DurationQuantiles) AS q
-        FROM {{db}}.spans_red_1m
-        WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-        GROUP BY bucket
-        ORDER BY bucket""",
-        service=service,
-        step=step,
-        **_bounds(start_s, end_s),
-    )
-    return [
-        RedPoint(
-            time_s=float(row["bucket"]),
-            requests=int(row["requests"]),
-            errors=int(row["errors"]),
-            p50_ms=_ms(row["q"][0]),
-            p95_ms=_ms(row["q"][1]),
-            p99_ms=_ms(row["q"][2]),
-        )
-        for row in rows
-    ]
+    return service_breakdown(query, service, start_s=start_s, end_s=end_s, step=step).red
 
 
 def operations(query: Query, service: str, *, start_s: float, end_s: float) -> list[OperationStats]:
@@ -334,24 +348,7 @@ def version_series(
     query: Query, service: str, *, start_s: float, end_s: float, step: int
 ) -> tuple[list[float], list[VersionSeries]]:
     """Requests per bucket of each version (0 where a version had none), versions by name."""
-    times = bucket_times(start_s, end_s, step)
-    index = {t: i for i, t in enumerate(times)}
-    rows = query(
-        f"""
-        SELECT ServiceVersion AS version,
-               intDiv(toUnixTimestamp(Minute), {{step:UInt32}}) * {{step:UInt32}} AS bucket,
-               sum(Requests) AS requests
-        FROM {{db}}.spans_red_1m
-        WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-        GROUP BY version, bucket""",
-        service=service,
-        step=step,
-        **_bounds(start_s, end_s),
-    )
-    counts: dict[str, list[int]] = {}
-    for row in rows:
-        counts.setdefault(row["version"], [0] * len(times))[index[float(row["bucket"])]] = int(row["requests"])
-    return times, [VersionSeries(version, counts[version]) for version in sorted(counts)]
+    return service_breakdown(query, service, start_s=start_s, end_s=end_s, step=step).version_series
 
 
 def recent_errors(query: Query, service: str, *, start_s: float, end_s: float, limit: int = 20) -> list[ErrorSpan]:
