@@ -1,7 +1,7 @@
 """Chart specifications for plotly.js, built on the server and embedded as JSON.
 
 Pages pass a spec to the ``chart`` macro; ``static/charts.js`` draws it with the plotly.js
-bundled in the plotly package (served by Vigil, no CDN). Times are UTC strings so the
+in `vendor/` (served by Vigil, no CDN). Times are UTC strings so the
 browser shows UTC whatever its own zone. Text from telemetry (versions, finding titles)
 is HTML-escaped: plotly reads a little HTML in annotations and labels.
 """

@@ -49,7 +49,7 @@
     }
   }
 
-  // plotly.js is 4.8 MB: only a page that has a chart loads it (once cached, it costs nothing).
+  // plotly.js is 1.2 MB: only a page that has a chart loads it (once cached, it costs little).
   function withPlotly(then) {
     if (typeof Plotly !== "undefined") { then(); return; }
     var self = document.querySelector("script[data-plotly]");

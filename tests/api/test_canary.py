@@ -67,7 +67,7 @@ def iso(seconds: float) -> str:
 
 
 def ask(vigil: RunningVigil, **body: Any) -> httpx.Response:
-    return httpx.post(f"{vigil.api}/api/v1/canary/analyses", json=body)
+    return httpx.post(f"{vigil.api}/api/v1/canary/analyses", json=body, timeout=30)  # as `vigil canary gate`
 
 
 def verdict_of(vigil: RunningVigil, service: str, start: float, **extra: Any) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def verdict_of(vigil: RunningVigil, service: str, start: float, **extra: Any) ->
         vigil, service=service, baseline_version="1.0", canary_version="2.0", start=iso(start), duration="10m", **extra
     )
     assert created.status_code == 201, created.text
-    response = httpx.get(f"{vigil.api}/api/v1/canary/analyses/{created.json()['id']}")
+    response = httpx.get(f"{vigil.api}/api/v1/canary/analyses/{created.json()['id']}", timeout=30)
     assert response.status_code == 200
     return dict(response.json())
 
@@ -154,7 +154,7 @@ def test_an_open_window_is_running_with_figures_so_far_and_judged_when_it_closes
     )
     assert finalizer.run(now=start + 10 * WINDOW_S) == 1
     assert finalizer.run(now=start + 10 * WINDOW_S) == 0
-    stored = httpx.get(f"{vigil_server.api}/api/v1/canary/analyses/{analysis['id']}").json()
+    stored = httpx.get(f"{vigil_server.api}/api/v1/canary/analyses/{analysis['id']}", timeout=30).json()
     assert stored["status"] == "done"
     listed = httpx.get(f"{vigil_server.api}/api/v1/canary/analyses", params={"service": service}).json()
     assert [(a["id"], a["status"]) for a in listed] == [(analysis["id"], "done")]

@@ -28,7 +28,7 @@ def hrefs(page: Page, selector: str) -> list[str]:
 
 def ask_canary(vigil: RunningVigil, start: float) -> str:
     body = {"service": "pay", "baseline_version": "1.0", "canary_version": "2.0", "start": iso(start)}
-    created = httpx.post(f"{vigil.api}/api/v1/canary/analyses", json=body | {"duration": "10m"})
+    created = httpx.post(f"{vigil.api}/api/v1/canary/analyses", json=body | {"duration": "10m"}, timeout=30)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 
@@ -57,8 +57,10 @@ class Deploys:
         older = {"service": "pay", "version": "1.0", "url": "javascript:alert(1)", "started_at": self.older_at}
         self.older_id = self._report(vigil, older)
         self.analysis_id = ask_canary(vigil, self.start)
-        # The pipeline polls the verdict: judged for good, as its window closed minutes ago.
-        self.analysis: dict[str, Any] = httpx.get(f"{vigil.api}/api/v1/canary/analyses/{self.analysis_id}").json()
+        # The pipeline polls the verdict: judged for good, as its window closed minutes ago. The
+        # first poll judges it, so it waits as long as `vigil canary gate` does (30 s).
+        analysis_url = f"{vigil.api}/api/v1/canary/analyses/{self.analysis_id}"
+        self.analysis: dict[str, Any] = httpx.get(analysis_url, timeout=30).json()
         assert (self.analysis["status"], self.analysis["verdict"]) == ("done", "FAIL")
 
     @staticmethod
