@@ -161,19 +161,35 @@ def _version_chart(
     return time_series(lines, time_range=time_range, title="Requests/s per version", y_title="req/s")
 
 
-def _markers_and_bands(reader: StoreReader, service: str, time_range: TimeRange) -> tuple[list[Marker], list[Band]]:
+@dataclass(frozen=True, slots=True)
+class _Annotations:
+    """What the service's charts draw over their lines, and its count of open findings."""
+
+    markers: list[Marker]
+    bands: list[Band]
+    open_findings: int
+
+
+def _annotations(reader: StoreReader, service: str, time_range: TimeRange) -> _Annotations:
     start_s, end_s = time_range.start_s, time_range.end_s
     deploys = DeployStore(reader.client, reader.database).query(service=service, start=start_s, end=end_s)
     deploys_url = link("/deploys", time_range, service=service)
     markers = [Marker(d.started_at, d.version, deploys_url) for d in sorted(deploys, key=lambda d: d.started_at)]
-    findings = reader.findings(FindingQuery(since=start_s, service=service))
+    query = FindingQuery(since=start_s, service=service)
+    findings = reader.findings(query)
     now = time.time()
     bands = [
         Band(f.started_at, f.ended_at if f.ended_at is not None else now, f.summary, f.severity)
         for f in sorted(findings, key=lambda f: f.started_at)
         if f.started_at <= end_s
     ]
-    return markers, bands
+    # Findings from `start_s` on include every open one (open findings have not ended), unless
+    # the read stopped at its limit: then they are counted apart.
+    if len(findings) < query.limit:
+        open_findings = sum(f.status == "open" for f in findings)
+    else:
+        open_findings = service_read.open_findings_by_service(reader.query).get(service, 0)
+    return _Annotations(markers, bands, open_findings)
 
 
 @router.get("/services/{service:path}", response_class=HTMLResponse)
@@ -184,11 +200,10 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
     # Every read at once; for a service with no requests in range, most go unused.
     with PageReads() as reads:
         breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window, step=step)
-        open_findings = reads.start(service_read.open_findings_by_service, reader.query)
-        markers_and_bands = reads.start(_markers_and_bands, reader, service, time_range)
+        annotated = reads.start(_annotations, reader, service, time_range)
         dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
         errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
-    parts = breakdown.result()
+    parts, annotations = breakdown.result(), annotated.result()
     summary = parts.summary
     if summary is None and not service_read.service_known(reader.query, service):
         raise PageError(
@@ -200,10 +215,9 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
     context: dict[str, Any] = {
         "service": service,
         "summary": summary,
-        "open_findings": open_findings.result().get(service, 0),
+        "open_findings": annotations.open_findings,
     }
     if summary is not None:
-        markers, bands = markers_and_bands.result()
         calls = dependencies.result()
         no_rollup = (
             not request.app.state.settings.detectors_enabled
@@ -212,7 +226,7 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
             and not service_read.edges_recorded(reader.query)
         )
         context.update(
-            charts=_red_charts(parts.red, time_range, markers, bands),
+            charts=_red_charts(parts.red, time_range, annotations.markers, annotations.bands),
             version_chart=_version_chart(parts.version_series, time_range),
             operations=parts.operations,
             versions=parts.versions,

@@ -12,8 +12,13 @@ from tests.conftest import RunningVigil
 from tests.dashboards.pages import chart_spec, follow, send_spans, table_rows
 from tests.service_spans import SpanBuilder, shop_and_payments_spans
 from vigil.dashboards.charts import plotly_time
-from vigil.store.client import open_client
-from vigil.store.findings import Finding, FindingStore
+from vigil.dashboards.pages.services import _annotations
+from vigil.dashboards.timerange import TimeRange
+from vigil.store.client import Client, open_client
+from vigil.store.findings import Finding, FindingQuery, FindingStore
+from vigil.store.migrate import migrate
+from vigil.store.read import StoreReader
+from vigil.store.schema import DdlContext
 from vigil.store.service_edges import ServiceEdgeRollup
 from vigil.store.slos import SloStore, parse_slo
 
@@ -30,8 +35,8 @@ def send_shop_and_payments(vigil: RunningVigil) -> tuple[int, dict[str, str]]:
     return base, ids
 
 
-def regression(vigil: RunningVigil, service: str, started: float, ended: float | None) -> Finding:
-    finding = Finding(
+def regression_finding(service: str, started: float, ended: float | None) -> Finding:
+    return Finding(
         id=f"f-{service}-{int(started)}",
         kind="service_regression",
         service=service,
@@ -48,6 +53,10 @@ def regression(vigil: RunningVigil, service: str, started: float, ended: float |
         unit="ratio",
         summary=f"Errors of {service} POST /pay rose to 50%",
     )
+
+
+def regression(vigil: RunningVigil, service: str, started: float, ended: float | None) -> Finding:
+    finding = regression_finding(service, started, ended)
     FindingStore(open_client(vigil.settings.clickhouse_url), vigil.settings.clickhouse_database).write([finding])
     return finding
 
@@ -153,6 +162,9 @@ def test_recent_errors_link_to_their_traces_and_the_header_links_to_traces_logs_
 ) -> None:
     base, ids = send_shop_and_payments(quiet_vigil)
     regression(quiet_vigil, "shop", base + 180, None)
+    regression(quiet_vigil, "shop", base - 7200, None)  # open since before the hour shown: counted
+    regression(quiet_vigil, "shop", base + 60, base + 120)  # closed: not counted
+    regression(quiet_vigil, "payments", base + 60, None)  # another service's
     page.goto(quiet_vigil.api + "/services/shop?since=1h")
     assert table_rows(page, "#errors") == [
         [utc(base + 310).replace("Z", ".000Z"), "cleanup", "2.0", "5.00", "cleanup failed"],
@@ -160,7 +172,7 @@ def test_recent_errors_link_to_their_traces_and_the_header_links_to_traces_logs_
         [utc(base + 12).replace("Z", ".000Z"), "GET /cart", "1.0", "30.00", "GET /cart failed"],
     ]
     links = page.locator("#service-links a")
-    assert links.all_inner_texts() == ["Traces", "Logs", "Open findings: 1"]
+    assert links.all_inner_texts() == ["Traces", "Logs", "Open findings: 2"]
     assert [links.nth(i).get_attribute("href") for i in range(3)] == [
         "/traces?since=1h&service=shop",
         "/logs?since=1h&service=shop",
@@ -169,6 +181,22 @@ def test_recent_errors_link_to_their_traces_and_the_header_links_to_traces_logs_
     follow(page.locator("#errors tbody tr").first.locator("a"))
     assert page.url == f"{quiet_vigil.api}/traces/{ids['cleanup']}"
     assert page.locator("#waterfall").count() == 1
+
+
+def test_open_findings_are_counted_apart_when_the_range_holds_more_findings_than_one_read_returns(
+    chdb_client: Client, database: str
+) -> None:
+    migrate(chdb_client, DdlContext(database=database))
+    end = math.floor(time.time() / 60) * 60
+    limit = FindingQuery(since=0).limit
+    closed = [regression_finding("shop", end - 3000 + i, end - 2900 + i) for i in range(limit)]
+    FindingStore(chdb_client, database).write([regression_finding("shop", end - 7200, None), *closed])
+
+    annotations = _annotations(StoreReader(chdb_client, database), "shop", TimeRange(end - 3600, end, "1h"))
+
+    # The newest findings fill the bands' read; the open one, older, is still counted.
+    assert len(annotations.bands) == limit
+    assert annotations.open_findings == 1
 
 
 def test_dependencies_come_from_the_call_rollup_and_lead_to_the_other_service(

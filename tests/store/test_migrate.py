@@ -40,6 +40,8 @@ EXPECTED_TABLES = [
     "request_digests",
     "schema_migrations",
     "service_edges_1m",
+    "service_versions",
+    "service_versions_mv",
     "silences",
     "slo_minutes",
     "slos",
@@ -64,11 +66,26 @@ def tables(client: Client, database: str) -> list[str]:
     return [row[0] for row in rows]
 
 
+def migrate_before(client: Client, ctx: DdlContext, version: int) -> None:
+    """The schema as a Vigil that knew the migrations before `version` left it."""
+    earlier = tuple(m for m in MIGRATIONS if m.version < version)
+    client.command(f"CREATE DATABASE IF NOT EXISTS {ctx.database}")
+    for migration in earlier:
+        for obj in migration.objects:
+            for statement in create_table_statements(obj, ctx):
+                client.command(statement)
+    client.command(migrations_table_statement(ctx))
+    client.command(
+        f"INSERT INTO {ctx.database}.schema_migrations (version, name) VALUES "
+        + ", ".join(f"({m.version}, '')" for m in earlier)
+    )
+
+
 def test_migrations_create_every_table_and_record_their_versions(chdb_client: Client, database: str) -> None:
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 16))
+    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 17))
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -135,6 +152,7 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         # Request digests are kept an hour whatever the retention: dedup windows are minutes.
         ("request_digests", "toDateTime(InsertedAt) + toIntervalHour(1)"),
         ("service_edges_1m", "Minute + toIntervalDay(3)"),
+        ("service_versions", "LastMinute + toIntervalDay(3)"),
         ("silences", ""),
         ("slo_minutes", "Minute + toIntervalDay(100)"),
         ("slos", ""),
@@ -148,19 +166,44 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     chdb_client: Client, database: str
 ) -> None:
     ctx = DdlContext(database=database)
-    before_templates = tuple(m for m in MIGRATIONS if m.version < 6)
-    chdb_client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    for migration in before_templates:
-        for obj in migration.objects:
-            for statement in create_table_statements(obj, ctx):
-                chdb_client.command(statement)
-    chdb_client.command(migrations_table_statement(ctx))
-    chdb_client.command(
-        f"INSERT INTO {database}.schema_migrations (version, name) VALUES "
-        + ", ".join(f"({m.version}, '')" for m in before_templates)
-    )
+    migrate_before(chdb_client, ctx, 6)
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]
+
+
+def test_service_versions_are_filled_from_the_rollup_written_before_they_existed(
+    chdb_client: Client, database: str
+) -> None:
+    ctx = DdlContext(database=database)
+    migrate_before(chdb_client, ctx, 16)
+    chdb_client.command(
+        f"""INSERT INTO {database}.spans (Timestamp, ServiceName, ServiceVersion, SpanName, SpanKind, Duration)
+            VALUES ('2026-11-20 10:00:05', 'shop', '1.0', 'GET /', 'Server', 1),
+                   ('2026-11-20 10:30:10', 'shop', '1.1', 'GET /', 'Server', 1),
+                   ('2026-11-20 10:31:00', 'shop', '1.1', 'POST /', 'Server', 1),
+                   ('2026-11-20 10:40:00', 'shop', '', 'GET /', 'Server', 1)"""
+    )
+
+    assert migrate(chdb_client, ctx) == [16]
+    # A request after the migration reaches the table through the view; one before it, through the backfill.
+    chdb_client.command(
+        f"""INSERT INTO {database}.spans (Timestamp, ServiceName, ServiceVersion, SpanName, SpanKind, Duration)
+            VALUES ('2026-11-20 11:00:00', 'shop', '1.1', 'GET /', 'Server', 1)"""
+    )
+    versions = f"""SELECT ServiceName, ServiceVersion, toString(min(FirstMinute)), toString(max(LastMinute))
+                   FROM {database}.service_versions GROUP BY ServiceName, ServiceVersion ORDER BY ServiceVersion"""
+    expected = [
+        ("shop", "1.0", "2026-11-20 10:00:00", "2026-11-20 10:00:00"),
+        ("shop", "1.1", "2026-11-20 10:30:00", "2026-11-20 11:00:00"),
+    ]
+    assert chdb_client.query(versions).result_rows == expected
+
+    # A migration interrupted after its backfill is run again whole: the second backfill changes nothing.
+    chdb_client.command(
+        f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 16 SETTINGS mutations_sync = 1"
+    )
+    assert migrate(chdb_client, ctx) == [16]
+    assert chdb_client.query(versions).result_rows == expected

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from vigil.store.schema import (
     LOGS_TEMPLATES,
+    SERVICE_VERSIONS_MV,
     SPANS,
     SPANS_RED_1M_MV,
     SPANS_STATUS_INDEX,
     SPANS_TRACE_ID_TS,
+    Backfill,
     DdlContext,
     create_table_statements,
     migrations_table_statement,
@@ -78,4 +80,27 @@ def test_added_columns_alter_the_table_and_on_a_cluster_its_distributed_table_to
         "ADD INDEX IF NOT EXISTS idx_template_id TemplateId TYPE bloom_filter(0.01) GRANULARITY 1",
         "ALTER TABLE obs.logs ON CLUSTER prod ADD COLUMN IF NOT EXISTS TemplateId UInt64, "
         "ADD COLUMN IF NOT EXISTS Template LowCardinality(String)",
+    ]
+
+
+def test_a_view_on_a_rollup_reads_and_writes_local_tables_and_its_backfill_goes_through_distributed_ones() -> None:
+    (view,) = create_table_statements(SERVICE_VERSIONS_MV, CLUSTER)
+    assert view.startswith(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS obs.service_versions_mv ON CLUSTER prod"
+        " TO obs.service_versions_local AS"
+    )
+    assert "FROM obs.spans_red_1m_local\n" in view
+    select = (
+        "\n    SELECT ServiceName, ServiceVersion, min(Minute) AS FirstMinute, max(Minute) AS LastMinute"
+        "\n    FROM obs.spans_red_1m"
+        "\n    WHERE ServiceVersion != ''"
+        "\n    GROUP BY ServiceName, ServiceVersion"
+    )
+    # The same statement in both modes: on a cluster the names are the Distributed tables, so every
+    # shard's rollup is read and the rows are spread over the shards as the view's would be.
+    assert create_table_statements(Backfill(SERVICE_VERSIONS_MV), SINGLE) == [
+        f"INSERT INTO obs.service_versions{select}"
+    ]
+    assert create_table_statements(Backfill(SERVICE_VERSIONS_MV), CLUSTER) == [
+        f"INSERT INTO obs.service_versions{select}"
     ]

@@ -3,11 +3,12 @@
 A pipeline reports a deploy with ``POST /api/v1/deploys`` or ``vigil deploy mark``; it is stored
 in `deploys` (ReplacingMergeTree by id, so a retried report with the same id is one deploy).
 
-A *detected* deploy is the first minute a version of a service served requests, from the RED
-rollup, when the service had served another version before (its first version is its start, not
-a deploy). Detected deploys are derived when read, not stored: they follow the rollup's retention
-and need no process to find them. A detected deploy of a version that a pipeline also reported is
-left out: the report says more.
+A *detected* deploy is the first minute a version of a service served requests, when the service
+had served another version before (its first version is its start, not a deploy). They are
+derived when read from `service_versions`, which the RED rollup's inserts keep (a version's first
+and last minute of requests), so no process has to find them; a version that has served no
+request for the traces' retention is forgotten. A detected deploy of a version that a pipeline
+also reported is left out: the report says more.
 """
 
 from __future__ import annotations
@@ -183,21 +184,18 @@ class DeployStore:
         ]
 
     def _detected(self, *, service: str | None, start: float | None, end: float | None) -> list[Deploy]:
+        # A row per version: the service's first version is picked out here, not by a window
+        # function, which cost ClickHouse more than the read itself.
         rows = self.client.query(
-            f"""SELECT ServiceName, ServiceVersion, first FROM (
-                    SELECT ServiceName, ServiceVersion, toUnixTimestamp(min(Minute)) AS first,
-                           min(first) OVER (PARTITION BY ServiceName) AS service_first
-                    FROM {self.database}.spans_red_1m
-                    WHERE ServiceVersion != '' {"AND ServiceName = {service:String}" if service is not None else ""}
-                    GROUP BY ServiceName, ServiceVersion)
-                WHERE first > service_first
-                  AND first >= {{start:Float64}} AND first <= {{end:Float64}}""",
-            parameters={
-                "service": service or "",
-                "start": start if start is not None else 0.0,
-                "end": end if end is not None else 4e9,
-            },
+            f"""SELECT ServiceName, ServiceVersion, toUnixTimestamp(min(FirstMinute)) AS first
+                FROM {self.database}.service_versions
+                {"WHERE ServiceName = {service:String}" if service is not None else ""}
+                GROUP BY ServiceName, ServiceVersion""",
+            parameters={"service": service or ""},
         ).result_rows
+        service_first: dict[str, int] = {}
+        for name, _, first in rows:
+            service_first[name] = min(first, service_first.get(name, first))
         return [
             Deploy(
                 id=detected_deploy_id(name, version),
@@ -213,4 +211,5 @@ class DeployStore:
                 detected=True,
             )
             for name, version, first in rows
+            if first > service_first[name] and (start is None or first >= start) and (end is None or first <= end)
         ]

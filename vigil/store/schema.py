@@ -48,6 +48,7 @@ __all__ = [
     "METRIC_TABLES",
     "MIGRATIONS",
     "SERVICE_EDGES_1M",
+    "SERVICE_VERSIONS",
     "SLOS",
     "SLO_MINUTES",
     "SPANS",
@@ -56,6 +57,7 @@ __all__ = [
     "SPANS_STATUS_INDEX",
     "SPANS_TRACE_ID_TS",
     "AddColumns",
+    "Backfill",
     "DdlContext",
     "Migration",
     "Table",
@@ -332,12 +334,25 @@ class AddColumns:
 
 
 @dataclass(frozen=True, slots=True)
+class Backfill:
+    """Fills a view's target from what its source already holds: a view created on a table with
+    rows sees only the inserts after it. Listed after the view, so no row falls between the two;
+    rows inserted meanwhile reach the target twice, so the target must aggregate them away (min,
+    max), which also makes a re-run of a half-applied migration harmless."""
+
+    view: MaterializedView
+
+
+SchemaObject = Table | MaterializedView | AddColumns | Backfill
+
+
+@dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema version: statements that are each idempotent (IF NOT EXISTS)."""
+    """One schema version: statements that are each idempotent (IF NOT EXISTS, or a backfill)."""
 
     version: int
     name: str
-    objects: tuple[Table | MaterializedView | AddColumns, ...] = field(default_factory=tuple)
+    objects: tuple[SchemaObject, ...] = field(default_factory=tuple)
 
 
 def _traces_ttl(ctx: DdlContext) -> str:
@@ -458,6 +473,34 @@ SPANS_RED_1M_MV = MaterializedView(
     FROM {source}
     WHERE SpanKind IN ('Server', 'Consumer') OR ParentSpanId = ''
     GROUP BY Minute, ServiceName, SpanName, ServiceVersion""",
+)
+
+
+# The first and last minute each version of a service served requests, fed by the RED rollup's
+# inserts: detected deploys (`vigil.store.deploys`) read a row per version here, where the
+# rollup holds a row per minute and operation for the whole retention. Kept while the version
+# serves, and for the traces' retention after its last request.
+SERVICE_VERSIONS = Table(
+    name="service_versions",
+    columns="""
+    ServiceName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    FirstMinute SimpleAggregateFunction(min, DateTime('UTC')),
+    LastMinute SimpleAggregateFunction(max, DateTime('UTC'))""",
+    engine="AggregatingMergeTree",
+    order_by="(ServiceName, ServiceVersion)",
+    ttl=lambda ctx: f"LastMinute + toIntervalDay({ctx.traces_retention_days})",
+)
+
+SERVICE_VERSIONS_MV = MaterializedView(
+    name="service_versions_mv",
+    source="spans_red_1m",
+    target="service_versions",
+    select="""
+    SELECT ServiceName, ServiceVersion, min(Minute) AS FirstMinute, max(Minute) AS LastMinute
+    FROM {source}
+    WHERE ServiceVersion != ''
+    GROUP BY ServiceName, ServiceVersion""",
 )
 
 
@@ -896,7 +939,7 @@ LOG_PATTERNS_1M_MV = MaterializedView(
     GROUP BY Minute, ServiceName, TemplateId""",
 )
 
-# Deploys reported by pipelines (detected ones are derived from the RED rollup when read; see
+# Deploys reported by pipelines (detected ones are derived from SERVICE_VERSIONS when read; see
 # `vigil.store.deploys`). A report is rewritten whole with a newer UpdatedAt (e.g. when finished).
 DEPLOYS = _replacing(
     "deploys",
@@ -1144,6 +1187,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(14, "request digests shared between hosts", (REQUEST_DIGESTS,)),
     # Parts written before this version have no such index and are read in full, as before.
     Migration(15, "span status skip index, for error reads", (SPANS_STATUS_INDEX,)),
+    Migration(
+        16,
+        "first and last minute of each service version",
+        (SERVICE_VERSIONS, SERVICE_VERSIONS_MV, Backfill(SERVICE_VERSIONS_MV)),
+    ),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -1206,12 +1254,21 @@ def _add_columns(change: AddColumns, ctx: DdlContext) -> list[str]:
     return statements
 
 
-def create_table_statements(obj: Table | MaterializedView | AddColumns, ctx: DdlContext) -> list[str]:
-    """The DDL for one table, view or column change in the mode `ctx` selects."""
+def _backfill(backfill: Backfill, ctx: DdlContext) -> list[str]:
+    # On a cluster, through the Distributed tables: every shard's rows, spread as inserts are.
+    view = backfill.view
+    source = f"{ctx.database}.{view.source}"
+    return [f"INSERT INTO {ctx.database}.{view.target}{view.select.format(source=source)}"]
+
+
+def create_table_statements(obj: SchemaObject, ctx: DdlContext) -> list[str]:
+    """The statements for one table, view, column change or backfill in the mode `ctx` selects."""
     if isinstance(obj, Table):
         return _create_table(obj, ctx)
     if isinstance(obj, AddColumns):
         return _add_columns(obj, ctx)
+    if isinstance(obj, Backfill):
+        return _backfill(obj, ctx)
     return _create_view(obj, ctx)
 
 
