@@ -256,3 +256,6 @@ class Collector:
         await asyncio.to_thread(self._decode_pool.shutdown)
         if self._dedup is not None:
             self._dedup.shutdown()
+        # The receivers closed the sockets they took; a start that failed before one took its own
+        # leaves them here.
+        self.sockets.close()

@@ -71,7 +71,11 @@ def bind_statsd(host: str, port: int, *, reuse_port: bool = False) -> tuple[sock
         tcp = socket.socket(_family(host), socket.SOCK_STREAM)
         if reuse_port:
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port != 0:
+            # So that a restart binds its port past the last run's connections in TIME_WAIT. Not for
+            # a port of our choosing: it would let the bind share the port with another socket bound
+            # there but not yet listening (as OTLP ports are reserved), and the listen fail later.
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         kind = "UDP"
         try:
             udp.bind((host, port))

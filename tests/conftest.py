@@ -150,8 +150,15 @@ def start_vigil(settings: Settings, roles: frozenset[str] = ROLES) -> tuple[Runn
     vigil = Vigil(settings, roles)
     thread = threading.Thread(target=loop.run_forever, name="vigil-test-loop", daemon=True)
     thread.start()
-    ports = asyncio.run_coroutine_threadsafe(vigil.start(), loop).result(timeout=60)
-    return RunningVigil(settings, ports, vigil, loop), thread
+    running = RunningVigil(settings, Ports(http=0, otlp_http=0, otlp_grpc=0), vigil, loop)
+    try:
+        running.ports = asyncio.run_coroutine_threadsafe(vigil.start(), loop).result(timeout=60)
+    except BaseException:
+        # As `vigil serve` does: what started is stopped, so no socket or thread outlives the failure
+        # (a leaked socket's ResourceWarning would fail whichever test the collector runs next).
+        stop_vigil(running, thread)
+        raise
+    return running, thread
 
 
 def stop_vigil(running: RunningVigil, thread: threading.Thread) -> None:

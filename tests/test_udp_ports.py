@@ -17,6 +17,7 @@ from tests.netflow_packets import V5Record, v5_packet
 from tests.waiting import wait_until
 from vigil.collector.collector import Collector, CollectorConfig
 from vigil.collector.process import CollectorProcesses
+from vigil.collector.statsd_receiver import StatsdReceiver, bind_statsd
 from vigil.errors import ConfigError
 from vigil.server import Vigil
 from vigil.settings import load_settings
@@ -117,3 +118,39 @@ def test_a_taken_flow_port_fails_the_start_naming_the_setting_and_releases_the_p
         "if another flow collector owns the port, choose another port or set VIGIL_NETFLOW_ENABLED=false"
     )
     assert not taken_on_udp(vigil_settings["netflow_port"])
+
+
+def test_a_statsd_port_chosen_from_0_is_not_shared_with_a_tcp_socket_waiting_to_listen() -> None:
+    # OTLP ports are reserved the same way: bound with SO_REUSEADDR, listening only later. Had the
+    # StatsD pair's TCP socket that option too, both binds would succeed and one listen then fail.
+    udp, tcp = bind_statsd("127.0.0.1", 0)
+    with udp, tcp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as reserving:
+        reserving.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as refused:
+            reserving.bind(("127.0.0.1", tcp.getsockname()[1]))
+        assert refused.value.errno == errno.EADDRINUSE
+        tcp.listen(1)
+
+
+def test_a_collector_that_fails_to_start_releases_every_port_it_was_handed(
+    vigil_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # StatsD's listen failing (as it once did, on a port a reserved OTLP socket held) left the flow
+    # sockets open: no receiver had taken them yet.
+    async def listen_fails(self: StatsdReceiver) -> None:
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    handed: list[int] = []
+    start = Collector.start
+
+    async def recording_ports(self: Collector) -> None:
+        handed.extend(udp_ports(self.config))
+        await start(self)
+
+    monkeypatch.setattr(Collector, "start", recording_ports)
+    monkeypatch.setattr(StatsdReceiver, "start", listen_fails)
+    vigil_settings.update(statsd_port=0, netflow_port=0, ipfix_port=0, collector_processes=0)
+    with pytest.raises(OSError, match="Address already in use"):
+        start_vigil(load_settings(**vigil_settings))
+    assert len(handed) == 3
+    assert [taken_on_udp(port) for port in handed] == [False, False, False]
