@@ -490,6 +490,9 @@ SERVICE_VERSIONS = Table(
     engine="AggregatingMergeTree",
     order_by="(ServiceName, ServiceVersion)",
     ttl=lambda ctx: f"LastMinute + toIntervalDay({ctx.traces_retention_days})",
+    # No deduplication window: a view's inserts are not deduplicated anyway, and min and max make
+    # a repeated backfill harmless.
+    settings="index_granularity = 8192",
 )
 
 SERVICE_VERSIONS_MV = MaterializedView(
