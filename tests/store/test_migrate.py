@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from tests.conftest import new_database_name
 from vigil.store.client import Client
 from vigil.store.migrate import applied_versions, migrate
+from vigil.store.read import StoreReader
 from vigil.store.schema import MIGRATIONS, DdlContext, create_table_statements, migrations_table_statement
+from vigil.store.service_read import recent_errors
 
 EXPECTED_TABLES = [
     "alert_groups",
@@ -15,6 +19,8 @@ EXPECTED_TABLES = [
     "canary_analyses",
     "deploys",
     "detector_state",
+    "error_spans",
+    "error_spans_mv",
     "findings",
     "flow_exporters",
     "flow_ports_1m",
@@ -85,7 +91,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 17))
+    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 18))
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -135,6 +141,7 @@ def test_retention_follows_the_setting_on_each_start(chdb_client: Client, databa
         ("canary_analyses", ""),
         ("deploys", ""),
         ("detector_state", ""),
+        ("error_spans", "toDateTime(Timestamp) + toIntervalDay(3)"),
         ("findings", ""),
         ("flow_exporters", "toDateTime(Time) + toIntervalDay(4)"),
         ("flow_ports_1m", "Minute + toIntervalDay(4)"),
@@ -169,7 +176,7 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     migrate_before(chdb_client, ctx, 6)
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]
 
@@ -187,7 +194,7 @@ def test_service_versions_are_filled_from_the_rollup_written_before_they_existed
                    ('2026-11-20 10:40:00', 'shop', '', 'GET /', 'Server', 1)"""
     )
 
-    assert migrate(chdb_client, ctx) == [16]
+    assert migrate(chdb_client, ctx) == [16, 17]
     # A request after the migration reaches the table through the view; one before it, through the backfill.
     chdb_client.command(
         f"""INSERT INTO {database}.spans (Timestamp, ServiceName, ServiceVersion, SpanName, SpanKind, Duration)
@@ -207,3 +214,43 @@ def test_service_versions_are_filled_from_the_rollup_written_before_they_existed
     )
     assert migrate(chdb_client, ctx) == [16]
     assert chdb_client.query(versions).result_rows == expected
+
+
+def test_error_spans_are_filled_from_the_spans_written_before_they_existed_and_read_once_after_a_rerun(
+    chdb_client: Client, database: str
+) -> None:
+    ctx = DdlContext(database=database)
+    migrate_before(chdb_client, ctx, 17)
+    chdb_client.command(
+        f"""INSERT INTO {database}.spans
+                (Timestamp, ServiceName, SpanName, SpanKind, StatusCode, StatusMessage, TraceId, SpanId, Duration)
+            VALUES ('2026-11-20 10:00:05', 'shop', 'GET /', 'Server', 'Error', 'boom', 't1', 's1', 7),
+                   ('2026-11-20 10:00:06', 'shop', 'GET /', 'Server', 'Ok', '', 't2', 's2', 1),
+                   ('2026-11-20 10:00:07', 'shop', 'query', 'Client', 'Error', 'timeout', 't3', 's3', 9)"""
+    )
+    assert migrate(chdb_client, ctx) == [17]
+    # An error after the migration reaches the table through the view; those before it, through the backfill.
+    chdb_client.command(
+        f"""INSERT INTO {database}.spans
+                (Timestamp, ServiceName, SpanName, SpanKind, StatusCode, StatusMessage, TraceId, SpanId, Duration)
+            VALUES ('2026-11-20 10:00:08', 'shop', 'GET /', 'Server', 'Error', 'again', 't4', 's4', 5)"""
+    )
+    start_s = datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp()
+    reader = StoreReader(chdb_client, database)
+
+    def newest_errors() -> list[tuple[str, str, str]]:
+        found = recent_errors(reader.query, "shop", start_s=start_s, end_s=start_s + 60)
+        return [(e.trace_id, e.operation, e.status_message) for e in found]
+
+    expected = [("t4", "GET /", "again"), ("t3", "query", "timeout"), ("t1", "GET /", "boom")]
+    assert newest_errors() == expected
+
+    # A migration interrupted after its backfill is run again whole: each error is stored twice
+    # until a merge (none runs here) replaces the copies, and is listed once.
+    chdb_client.command(f"SYSTEM STOP MERGES {database}.error_spans")
+    chdb_client.command(
+        f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 17 SETTINGS mutations_sync = 1"
+    )
+    assert migrate(chdb_client, ctx) == [17]
+    assert chdb_client.query(f"SELECT count() FROM {database}.error_spans").result_rows == [(6,)]
+    assert newest_errors() == expected

@@ -163,7 +163,7 @@ def test_recent_errors_are_the_newest_error_spans_including_those_that_are_not_r
         duration_ns=5_000_000,
         status_message="cleanup failed",
     )
-    # The rollup narrows the read to minute 3 onwards; the internal span of minute 5 is still found.
+    # The newest two, whatever their operation or kind.
     assert [e.operation for e in recent_errors(reader.query, "shop", start_s=BASE, end_s=END, limit=2)] == [
         "cleanup",
         "POST /pay",
@@ -171,23 +171,25 @@ def test_recent_errors_are_the_newest_error_spans_including_those_that_are_not_r
     assert recent_errors(reader.query, "shop", start_s=BASE + 360, end_s=END) == []
 
 
-def test_recent_errors_of_a_healthy_service_read_no_span_by_skipping_granules_without_errors(
-    reader: StoreReader,
-) -> None:
+def errors_read_at_most(reader: StoreReader, rows: int) -> Any:
+    """`reader.query`, but ClickHouse refuses a read of `error_spans` that must look at more than `rows` rows."""
+
+    def query(sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        assert "FROM {db}.error_spans\n" in sql
+        return reader.query(sql + f"\nSETTINGS max_rows_to_read = {rows}, read_overflow_mode = 'throw'", **parameters)
+
+    return query
+
+
+def test_recent_errors_of_a_healthy_service_read_no_row(reader: StoreReader) -> None:
     shop_and_payments(reader)
     spans = SpanBuilder()
     for i in range(3000):
         spans.add("accounts", f"GET /{i % 7}", start_s=BASE + i * 0.1, ms=5)
     store_spans(StoreWriter(reader.client, reader.database), spans.finished())
 
-    def spans_read_nothing(sql: str, **parameters: Any) -> list[dict[str, Any]]:
-        # ClickHouse refuses the read if it must look at the 3,000 spans of "accounts" to answer;
-        # the rollup's few dozen rows, which narrow the read in the same query, it may read.
-        if "FROM {db}.spans\n" in sql:
-            sql += "\nSETTINGS max_rows_to_read = 1000, read_overflow_mode = 'throw'"
-        return reader.query(sql, **parameters)
-
-    assert recent_errors(spans_read_nothing, "accounts", start_s=BASE, end_s=END) == []
+    # Only error spans are kept apart, ordered by service: the healthy service has none to read.
+    assert recent_errors(errors_read_at_most(reader, 1), "accounts", start_s=BASE, end_s=END) == []
     assert [e.operation for e in recent_errors(reader.query, "shop", start_s=BASE, end_s=END)] == [
         "cleanup",
         "POST /pay",
@@ -195,27 +197,30 @@ def test_recent_errors_of_a_healthy_service_read_no_span_by_skipping_granules_wi
     ]
 
 
-def test_recent_errors_read_only_the_spans_of_the_minutes_that_hold_the_newest_errors(reader: StoreReader) -> None:
-    # 40,000 spans of one operation over ten minutes, every hundredth an error: 40 a minute.
+def test_recent_errors_read_the_range_not_the_errors_before_it(reader: StoreReader) -> None:
+    # A day ago, 40,000 errors over 50 operations; in the range, one error a second over ten minutes.
     reader.client.command(
         f"""INSERT INTO {reader.database}.spans
                 (Timestamp, ServiceName, SpanName, StatusCode, TraceId, SpanId, SpanKind, Duration)
-            SELECT toDateTime64({BASE} + number * 0.015, 9, 'UTC'), 'busy', 'GET /',
-                   if(number % 100 = 0, 'Error', 'Ok'), hex(number), hex(number), 'Server', 1000
+            SELECT toDateTime64({BASE - 86400} + number * 0.5, 9, 'UTC'), 'busy',
+                   concat('GET /', toString(number % 50)), 'Error', hex(number), hex(number), 'Server', 1000
             FROM numbers(40000)"""
     )
+    reader.client.command(
+        f"""INSERT INTO {reader.database}.spans
+                (Timestamp, ServiceName, SpanName, StatusCode, TraceId, SpanId, SpanKind, Duration)
+            SELECT toDateTime64({BASE} + number * 0.01, 9, 'UTC'), 'busy',
+                   concat('GET /', toString(number % 50)), if(number % 100 = 0, 'Error', 'Ok'),
+                   hex(100000 + number), hex(100000 + number), 'Server', 1000
+            FROM numbers(60000)"""
+    )
 
-    def at_most_12000_spans(sql: str, **parameters: Any) -> list[dict[str, Any]]:
-        if "FROM {db}.spans\n" in sql:
-            sql += "\nSETTINGS max_rows_to_read = 12000, read_overflow_mode = 'throw'"
-        return reader.query(sql, **parameters)
-
-    # The newest 20 errors lie in the last minute: its granules, not the whole range, are read.
-    found = recent_errors(at_most_12000_spans, "busy", start_s=BASE, end_s=END)
-    assert [round(e.start_time_unix_nano / 1e9 - BASE, 3) for e in found] == [598.5 - 1.5 * i for i in range(20)]
-    # 400 errors reach back to the range's start, so every span must be read: refused here.
-    with pytest.raises(DatabaseError, match="max_rows_to_read"):
-        recent_errors(at_most_12000_spans, "busy", start_s=BASE, end_s=END, limit=400)
+    found = recent_errors(errors_read_at_most(reader, 10_000), "busy", start_s=BASE, end_s=END)
+    assert [round(e.start_time_unix_nano / 1e9 - BASE) for e in found] == [599 - i for i in range(20)]
+    assert [e.operation for e in found[:3]] == ["GET /0", "GET /0", "GET /0"]
+    # Reaching back a day means reading the day's errors: refused here.
+    with pytest.raises(DatabaseError, match="TOO_MANY_ROWS"):
+        recent_errors(errors_read_at_most(reader, 10_000), "busy", start_s=BASE - 86400, end_s=END)
 
 
 def test_dependencies_read_the_call_rollup_in_both_directions(reader: StoreReader) -> None:

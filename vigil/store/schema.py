@@ -31,6 +31,7 @@ __all__ = [
     "CANARY_ANALYSES",
     "DEPLOYS",
     "DETECTOR_STATE",
+    "ERROR_SPANS",
     "FINDINGS",
     "FLOWS",
     "FLOWS_1M",
@@ -337,8 +338,9 @@ class AddColumns:
 class Backfill:
     """Fills a view's target from what its source already holds: a view created on a table with
     rows sees only the inserts after it. Listed after the view, so no row falls between the two;
-    rows inserted meanwhile reach the target twice, so the target must aggregate them away (min,
-    max), which also makes a re-run of a half-applied migration harmless."""
+    rows inserted meanwhile reach the target twice, as does everything when a half-applied
+    migration is re-run. So the target must make a second copy harmless: aggregate it away (min,
+    max), or replace it by key and be read so that a copy not yet merged counts once."""
 
     view: MaterializedView
 
@@ -473,6 +475,42 @@ SPANS_RED_1M_MV = MaterializedView(
     FROM {source}
     WHERE SpanKind IN ('Server', 'Consumer') OR ParentSpanId = ''
     GROUP BY Minute, ServiceName, SpanName, ServiceVersion""",
+)
+
+
+# Every error span, ordered by service and time: a service's newest errors are the last rows of
+# its range here, where `spans` (ordered by service, span name, time) must be read across every
+# operation to find them. A span repeated by a backfill re-run is collapsed by merges and read
+# once (`vigil.store.service_read.recent_errors`).
+ERROR_SPANS = Table(
+    name="error_spans",
+    columns="""
+    Timestamp DateTime64(9, 'UTC') CODEC(Delta, LZ4),
+    ServiceName LowCardinality(String),
+    TraceId String,
+    SpanId String,
+    SpanName LowCardinality(String),
+    ServiceVersion LowCardinality(String),
+    Duration UInt64,
+    StatusMessage String""",
+    engine="ReplacingMergeTree",
+    partition_by="toDate(Timestamp)",
+    order_by="(ServiceName, Timestamp, TraceId, SpanId)",
+    ttl=_traces_ttl,
+    # No deduplication window: a view's inserts are not deduplicated anyway (a retried insert
+    # into `spans` is, and then does not reach the view).
+    settings="index_granularity = 8192, ttl_only_drop_parts = 1",
+    shard_key="cityHash64(TraceId)",
+)
+
+ERROR_SPANS_MV = MaterializedView(
+    name="error_spans_mv",
+    source="spans",
+    target="error_spans",
+    select="""
+    SELECT Timestamp, ServiceName, TraceId, SpanId, SpanName, ServiceVersion, Duration, StatusMessage
+    FROM {source}
+    WHERE StatusCode = 'Error'""",
 )
 
 
@@ -1195,6 +1233,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "first and last minute of each service version",
         (SERVICE_VERSIONS, SERVICE_VERSIONS_MV, Backfill(SERVICE_VERSIONS_MV)),
     ),
+    Migration(17, "error spans by service and time", (ERROR_SPANS, ERROR_SPANS_MV, Backfill(ERROR_SPANS_MV))),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"

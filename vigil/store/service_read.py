@@ -1,6 +1,6 @@
 """What the services overview and a service's page read: RED over time, per operation and per
 version from the per-minute rollup (`spans_red_1m`), calls between services from
-`service_edges_1m`, SLO counts from `slo_minutes`, and a bounded read of recent error spans.
+`service_edges_1m`, SLO counts from `slo_minutes`, and the newest error spans from `error_spans`.
 
 Requests are entry spans, as everywhere in Vigil (see `SPANS_RED_1M`). A range covers the
 minutes from the one holding `start_s` to the one holding `end_s`; rates are per second of the
@@ -354,37 +354,25 @@ def version_series(
 def recent_errors(query: Query, service: str, *, start_s: float, end_s: float, limit: int = 20) -> list[ErrorSpan]:
     """The newest `limit` error spans of the service in the range, newest first.
 
-    Spans are ordered by (service, span name, time), so "newest" cannot be read in order; the
-    rollup's error counts per minute first narrow the raw read to the minutes that hold them.
-    Entry-span errors are a subset of all error spans, so the newest `limit` errors lie in that
-    narrower window whenever the rollup counts at least `limit` there. The narrowing is a scalar
-    subquery of the same query: ClickHouse runs it first and picks the spans' granules with its
-    answer, and the page makes one round trip instead of two.
+    Read from `error_spans`, ordered by service and time, so ClickHouse reads the range's last
+    granules backwards and stops once it has `limit`. A span that a backfill wrote twice, not
+    merged away yet, is one of the `limit`.
     """
     rows = query(
-        f"""
+        """
         SELECT TraceId AS trace_id, SpanId AS span_id, SpanName AS operation, ServiceVersion AS version,
                toUnixTimestamp64Nano(Timestamp) AS start_ns, Duration AS duration_ns, StatusMessage AS message
-        FROM {{db}}.spans
-        WHERE ServiceName = {{service:String}} AND StatusCode = 'Error'
-          AND Timestamp >= greatest(fromUnixTimestamp64Nano({{start_ns:Int64}}), (
-              -- The newest minute by which `limit` errors have been counted, newest first (1970 if none).
-              SELECT toDateTime64(max(Minute), 9, 'UTC') FROM (
-                  SELECT Minute,
-                         sum(sum(Errors)) OVER (ORDER BY Minute DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-                             AS newer
-                  FROM {{db}}.spans_red_1m
-                  WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-                  GROUP BY Minute)
-              WHERE newer >= {{limit:UInt32}}))
-          AND Timestamp <= fromUnixTimestamp64Nano({{end_ns:Int64}})
+        FROM {db}.error_spans
+        WHERE ServiceName = {service:String}
+          AND Timestamp >= fromUnixTimestamp64Nano({start_ns:Int64})
+          AND Timestamp <= fromUnixTimestamp64Nano({end_ns:Int64})
         ORDER BY Timestamp DESC, SpanId
-        LIMIT {{limit:UInt32}}""",
+        LIMIT 1 BY TraceId, SpanId
+        LIMIT {limit:UInt32}""",
         service=service,
         start_ns=int(start_s * 1e9),
         end_ns=int(end_s * 1e9),
         limit=limit,
-        **_bounds(start_s, end_s),
     )
     return [
         ErrorSpan(
