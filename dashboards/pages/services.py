@@ -1,8 +1,8 @@
 """The services overview (the home page) and one service's page.
 
 Both read rollups: RED from `spans_red_1m`, calls between services from `service_edges_1m`,
-SLO counts from `slo_minutes`. The only raw read is a service's newest error spans, narrowed
-to the minutes that hold them (`vigil.store.service_read.recent_errors`).
+SLO counts from `slo_minutes`, and a service's newest error spans from `error_spans`, which holds
+only error spans, ordered by service and time (`vigil.store.service_read.recent_errors`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from vigil.dashboards.timerange import TimeRange
 from vigil.detectors.slo import policy_of
 from vigil.detectors.slo_burn import BURN_WINDOWS, evaluate, parse_window
 from vigil.store import service_read
-from vigil.store.deploys import DeployStore
-from vigil.store.findings import FindingQuery
+from vigil.store.deploys import Deploy, DeployStore
+from vigil.store.findings import Finding, FindingQuery
 from vigil.store.read import StoreReader
 from vigil.store.slos import SloStore
 
@@ -170,22 +170,27 @@ class _Annotations:
     open_findings: int
 
 
-def _annotations(reader: StoreReader, service: str, time_range: TimeRange) -> _Annotations:
-    start_s, end_s = time_range.start_s, time_range.end_s
-    deploys = DeployStore(reader.client, reader.database).query(service=service, start=start_s, end=end_s)
+def _annotations(
+    reader: StoreReader,
+    service: str,
+    time_range: TimeRange,
+    deploys: list[Deploy],
+    findings: list[Finding],
+    findings_limit: int,
+) -> _Annotations:
+    """Markers, bands and the open-findings count from the deploys in range and the findings
+    open in it (at most `findings_limit`, newest first)."""
     deploys_url = link("/deploys", time_range, service=service)
     markers = [Marker(d.started_at, d.version, deploys_url) for d in sorted(deploys, key=lambda d: d.started_at)]
-    query = FindingQuery(since=start_s, service=service)
-    findings = reader.findings(query)
     now = time.time()
     bands = [
         Band(f.started_at, f.ended_at if f.ended_at is not None else now, f.summary, f.severity)
         for f in sorted(findings, key=lambda f: f.started_at)
-        if f.started_at <= end_s
+        if f.started_at <= time_range.end_s
     ]
-    # Findings from `start_s` on include every open one (open findings have not ended), unless
-    # the read stopped at its limit: then they are counted apart.
-    if len(findings) < query.limit:
+    # Findings from the range's start on include every open one (open findings have not ended),
+    # unless the read stopped at its limit: then they are counted apart.
+    if len(findings) < findings_limit:
         open_findings = sum(f.status == "open" for f in findings)
     else:
         open_findings = service_read.open_findings_by_service(reader.query).get(service, 0)
@@ -197,13 +202,19 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
     start_s, end_s = time_range.start_s, time_range.end_s
     step = _chart_step(time_range)
     window = {"start_s": start_s, "end_s": end_s}
-    # Every read at once; for a service with no requests in range, most go unused.
+    findings_query = FindingQuery(since=start_s, service=service)
+    # Every read at once, the longest first, so that the page's two lanes end close together;
+    # for a service with no requests in range, most go unused.
     with PageReads() as reads:
         breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window, step=step)
-        annotated = reads.start(_annotations, reader, service, time_range)
-        dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
         errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
-    parts, annotations = breakdown.result(), annotated.result()
+        deploys = reads.start(
+            DeployStore(reader.client, reader.database).query, service=service, start=start_s, end=end_s
+        )
+        findings = reads.start(reader.findings, findings_query)
+        dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
+    parts = breakdown.result()
+    annotations = _annotations(reader, service, time_range, deploys.result(), findings.result(), findings_query.limit)
     summary = parts.summary
     if summary is None and not service_read.service_known(reader.query, service):
         raise PageError(

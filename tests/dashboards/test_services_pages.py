@@ -192,7 +192,9 @@ def test_open_findings_are_counted_apart_when_the_range_holds_more_findings_than
     closed = [regression_finding("shop", end - 3000 + i, end - 2900 + i) for i in range(limit)]
     FindingStore(chdb_client, database).write([regression_finding("shop", end - 7200, None), *closed])
 
-    annotations = _annotations(StoreReader(chdb_client, database), "shop", TimeRange(end - 3600, end, "1h"))
+    reader, query = StoreReader(chdb_client, database), FindingQuery(since=end - 3600, service="shop")
+    findings = reader.findings(query)
+    annotations = _annotations(reader, "shop", TimeRange(end - 3600, end, "1h"), [], findings, query.limit)
 
     # The newest findings fill the bands' read; the open one, older, is still counted.
     assert len(annotations.bands) == limit
