@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -112,6 +113,12 @@ class OtlpLoad:
     bodies: DistinctBodies
     per_request: int
     per_second: float
+
+
+def run_niced(nice: int, target: Callable[..., None], *args: object) -> None:
+    """A sender process's body: `target(*args)`, `nice` steps nicer than the bench."""
+    os.nice(nice)
+    target(*args)
 
 
 def send_paced(port: int, load: OtlpLoad, seconds: float, result: dict[str, int]) -> None:
@@ -319,6 +326,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=-1, help="VIGIL_COLLECTOR_PROCESSES")
     parser.add_argument("--collector-nice", type=int, help="VIGIL_COLLECTOR_NICE (default: Vigil's)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--senders-nice",
+        type=int,
+        default=0,
+        help="run the traffic senders this much nicer (19: as if on other machines, they yield the cores to Vigil)",
+    )
     args = parser.parse_args()
     seconds = args.minutes * 60
     for rate in ("spans", "logs", "points", "statsd_lines", "flows"):
@@ -367,14 +380,33 @@ def main() -> None:
         statsd_packet_rate = args.statsd_lines / (sum(statsd.lines) / len(statsd.packets))
         flow_packet_rate = args.flows / flows.flows_per_packet
         senders = [
-            ctx.Process(target=otlp_generator, args=(otlp_child, ports["otlp_http"], loads, args.clients, seconds)),
             ctx.Process(
-                target=statsd_bench.generate,
-                args=(statsd_child, ports["statsd"], statsd.packets, statsd_packet_rate, seconds),
+                target=run_niced,
+                args=(args.senders_nice, otlp_generator, otlp_child, ports["otlp_http"], loads, args.clients, seconds),
             ),
             ctx.Process(
-                target=netflow_bench.generate,
-                args=(flow_child, ports["netflow"], flows.packets, flow_packet_rate, seconds),
+                target=run_niced,
+                args=(
+                    args.senders_nice,
+                    statsd_bench.generate,
+                    statsd_child,
+                    ports["statsd"],
+                    statsd.packets,
+                    statsd_packet_rate,
+                    seconds,
+                ),
+            ),
+            ctx.Process(
+                target=run_niced,
+                args=(
+                    args.senders_nice,
+                    netflow_bench.generate,
+                    flow_child,
+                    ports["netflow"],
+                    flows.packets,
+                    flow_packet_rate,
+                    seconds,
+                ),
             ),
         ]
         observers = [
