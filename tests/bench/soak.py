@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.soak [--minutes 30] [--spans 15000] [--logs 10000] [--points 5000]
         [--statsd-lines 20000] [--flows 10000] [--scale 1] [--page-interval 10] [--workers -1]
-        [--collector-nice N]
+        [--collector-nice N] [--senders-nice N]
 
 Rates are per second; the defaults add up to about 45,000 rows/s, half of the ~90,000 rows/s
 this 2-core machine stores of one signal alone (docs/BENCHMARKS.md). For `--minutes`:
