@@ -10,7 +10,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,21 @@ def database(chdb_client: Client) -> Iterator[str]:
             _REUSABLE.append(name)
     except Exception:  # a store a test broke on purpose: the next test gets a fresh database
         pass
+
+
+@pytest.fixture
+def stop_merges(chdb_client: Client, database: str) -> Iterator[Callable[[str], None]]:
+    """`stop_merges(table)` stops merges of `database.table` until the test ends, as under ingest
+    before ClickHouse merges the parts; they start again before the database is handed on."""
+    stopped: list[str] = []
+
+    def stop(table: str) -> None:
+        chdb_client.command(f"SYSTEM STOP MERGES `{database}`.`{table}`")
+        stopped.append(table)
+
+    yield stop
+    for table in stopped:
+        chdb_client.command(f"SYSTEM START MERGES `{database}`.`{table}`")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -217,7 +218,7 @@ def test_service_versions_are_filled_from_the_rollup_written_before_they_existed
 
 
 def test_error_spans_are_filled_from_the_spans_written_before_they_existed_and_read_once_after_a_rerun(
-    chdb_client: Client, database: str
+    chdb_client: Client, database: str, stop_merges: Callable[[str], None]
 ) -> None:
     ctx = DdlContext(database=database)
     migrate_before(chdb_client, ctx, 17)
@@ -247,7 +248,7 @@ def test_error_spans_are_filled_from_the_spans_written_before_they_existed_and_r
 
     # A migration interrupted after its backfill is run again whole: each error is stored twice
     # until a merge (none runs here) replaces the copies, and is listed once.
-    chdb_client.command(f"SYSTEM STOP MERGES {database}.error_spans")
+    stop_merges("error_spans")
     chdb_client.command(
         f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 17 SETTINGS mutations_sync = 1"
     )

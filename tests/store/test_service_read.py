@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,11 +112,11 @@ def test_version_series_counts_requests_per_bucket_and_version(reader: StoreRead
 
 
 def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet_merged(
-    reader: StoreReader,
+    reader: StoreReader, stop_merges: Callable[[str], None]
 ) -> None:
     # Merges stopped and one insert per span: each minute, operation and version has as many
     # rollup rows as spans, as under ingest before ClickHouse merges the parts.
-    reader.client.command(f"SYSTEM STOP MERGES {reader.database}.spans_red_1m")
+    stop_merges("spans_red_1m")
     writer = StoreWriter(reader.client, reader.database)
     spans = SpanBuilder()
     requests = [(0, "GET /cart", "1.0", 10), (0, "GET /cart", "1.0", 30), (0, "POST /pay", "1.0", 50)]
