@@ -379,35 +379,14 @@ def main() -> None:
         flow_conn, flow_child = ctx.Pipe()
         statsd_packet_rate = args.statsd_lines / (sum(statsd.lines) / len(statsd.packets))
         flow_packet_rate = args.flows / flows.flows_per_packet
+
+        def niced(target: Callable[..., None], *target_args: object) -> multiprocessing.process.BaseProcess:
+            return ctx.Process(target=run_niced, args=(args.senders_nice, target, *target_args))
+
         senders = [
-            ctx.Process(
-                target=run_niced,
-                args=(args.senders_nice, otlp_generator, otlp_child, ports["otlp_http"], loads, args.clients, seconds),
-            ),
-            ctx.Process(
-                target=run_niced,
-                args=(
-                    args.senders_nice,
-                    statsd_bench.generate,
-                    statsd_child,
-                    ports["statsd"],
-                    statsd.packets,
-                    statsd_packet_rate,
-                    seconds,
-                ),
-            ),
-            ctx.Process(
-                target=run_niced,
-                args=(
-                    args.senders_nice,
-                    netflow_bench.generate,
-                    flow_child,
-                    ports["netflow"],
-                    flows.packets,
-                    flow_packet_rate,
-                    seconds,
-                ),
-            ),
+            niced(otlp_generator, otlp_child, ports["otlp_http"], loads, args.clients, seconds),
+            niced(statsd_bench.generate, statsd_child, ports["statsd"], statsd.packets, statsd_packet_rate, seconds),
+            niced(netflow_bench.generate, flow_child, ports["netflow"], flows.packets, flow_packet_rate, seconds),
         ]
         observers = [
             # At least 50 samples however short the run, so each tenth has some.
