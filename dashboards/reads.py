@@ -12,6 +12,12 @@ page's own thread. When several pages load at once the cores are busy already, a
 once only make each page wait for the others' reads (docs/BENCHMARKS.md, "A page's reads at
 once": a shared queue of reads, and one slot more than cores, both made pages slower with four
 clients at once than reading one query after another).
+
+A read that starts while another page read is under way runs on one of ClickHouse's threads
+(`vigil.store.client.query_threads`): the reads side by side keep the cores busy already, and a
+read that splits its work across threads only makes it take turns with them. A read that starts
+alone keeps ClickHouse's default and may use every core. On an embedded store under ingest, every
+page was faster so (docs/BENCHMARKS.md, "One thread per read while a page's reads run together").
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from vigil.store.client import query_threads
+
 __all__ = ["READ_SLOTS", "PageReads"]
 
 P = ParamSpec("P")
@@ -36,6 +44,9 @@ T = TypeVar("T")
 READ_SLOTS = max(2, os.cpu_count() or 1)
 _POOL = ThreadPoolExecutor(max_workers=READ_SLOTS, thread_name_prefix="vigil-page-read")
 _SLOTS = threading.BoundedSemaphore(READ_SLOTS)
+# Page reads under way in this process, each page's and helper's; see `_read`.
+_reads_under_way = 0
+_reads_under_way_lock = threading.Lock()
 
 
 class PageReads:
@@ -100,6 +111,22 @@ class PageReads:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(read())
+                future.set_result(_read(read))
             except Exception as exc:  # given to whoever asks for this result
                 future.set_exception(exc)
+
+
+def _read(read: Callable[[], T]) -> T:
+    """Run `read` on one query thread if another page read is under way, else as ClickHouse likes."""
+    global _reads_under_way
+    with _reads_under_way_lock:
+        alone = _reads_under_way == 0
+        _reads_under_way += 1
+    try:
+        if alone:
+            return read()
+        with query_threads(1):
+            return read()
+    finally:
+        with _reads_under_way_lock:
+            _reads_under_way -= 1

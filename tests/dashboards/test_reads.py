@@ -9,6 +9,7 @@ import pytest
 
 from vigil.dashboards import reads
 from vigil.dashboards.reads import PageReads
+from vigil.store.client import Client, query_thread_limit
 
 
 def read_two_that_wait_for_each_other() -> list[int]:
@@ -77,3 +78,33 @@ def test_reads_not_yet_taken_are_cancelled_when_the_page_fails() -> None:
         with busy:
             pass
     assert (never.cancelled(), ran, all(h.result() for h in held)) == (True, [], True)
+
+
+def test_a_read_alone_keeps_clickhouse_s_threads_and_one_beside_another_gets_one() -> None:
+    both = threading.Barrier(2, timeout=10)
+
+    def limit_then_wait() -> int | None:
+        limit = query_thread_limit()
+        both.wait()  # so that each read is under way while the other starts
+        return limit
+
+    with PageReads() as page:
+        side_by_side = [page.start(limit_then_wait) for _ in range(2)]
+    with PageReads() as page:
+        alone = page.start(query_thread_limit)
+    assert sorted(str(read.result()) for read in side_by_side) == ["1", "None"]
+    assert alone.result() is None
+
+
+def test_a_page_s_reads_beside_another_run_on_one_clickhouse_thread(chdb_client: Client) -> None:
+    default = int(chdb_client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+    both = threading.Barrier(2, timeout=10)
+
+    def max_threads_then_wait() -> int:
+        threads = int(chdb_client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+        both.wait()
+        return threads
+
+    with PageReads() as page:
+        side_by_side = [page.start(max_threads_then_wait) for _ in range(2)]
+    assert sorted(read.result() for read in side_by_side) == sorted([1, default])

@@ -14,7 +14,7 @@ import pytest
 
 from tests.collector.test_wal import span_rows
 from tests.waiting import wait_until
-from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, Client, HandlePool
+from vigil.store.client import INSERT_PRIORITY, READ_PRIORITY, Client, HandlePool, query_thread_limit, query_threads
 from vigil.store.migrate import migrate
 from vigil.store.schema import DdlContext
 from vigil.store.write import StoreWriter
@@ -77,6 +77,39 @@ def test_every_query_runs_at_read_priority_on_every_thread(chdb_client: Client) 
     assert priority() == [(READ_PRIORITY,)]
     assert seen == [[(READ_PRIORITY,)]]
     assert READ_PRIORITY < INSERT_PRIORITY  # smaller runs first
+
+
+def max_threads(client: Client) -> int:
+    return int(client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+
+
+def test_query_threads_sets_max_threads_for_this_thread_s_calls_only(chdb_client: Client) -> None:
+    default = max_threads(chdb_client)
+    other_thread: list[int] = []
+    with query_threads(default + 1):
+        inside = (max_threads(chdb_client), query_thread_limit())
+        command = chdb_client.command("SELECT getSetting('max_threads')")
+        # A thread of its own keeps ClickHouse's default meanwhile.
+        thread = threading.Thread(target=lambda: other_thread.append(max_threads(chdb_client)))
+        thread.start()
+        thread.join()
+    assert inside == (default + 1, default + 1)
+    assert int(command) == default + 1
+    assert other_thread == [default]
+    assert (max_threads(chdb_client), query_thread_limit()) == (default, None)
+
+
+def test_query_threads_keeps_a_call_s_own_settings(chdb_client: Client) -> None:
+    with query_threads(1):
+        rows = chdb_client.query(
+            "SELECT getSetting('max_threads'), getSetting('max_block_size')", settings={"max_block_size": 1000}
+        ).result_rows
+    assert rows == [(1, 1000)]
+
+
+def test_query_threads_refuses_fewer_than_one_thread() -> None:
+    with pytest.raises(ValueError, match="at least one thread, not 0"), query_threads(0):
+        pass
 
 
 @pytest.mark.parametrize("path", ["arrow", "files"])

@@ -8,12 +8,19 @@ The shared embedded client runs each call on a chDB handle no other call is usin
 (`HandlePool`), so that a page's query need not wait for an insert to end. Every client's
 queries carry ClickHouse's `priority` setting, `READ_PRIORITY`, above the inserter's
 `INSERT_PRIORITY`, so that an insert pauses while a query runs, on chDB and on a server alike.
+
+Within `query_threads(n)`, a thread's calls on the embedded store use at most `n` of ClickHouse's
+query threads: a page that runs its reads side by side already keeps the cores busy (the engine
+shares the machine with Vigil), and more threads per read only take turns on them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -22,7 +29,16 @@ from clickhouse_connect.driver.client import Client
 
 from vigil.errors import ConfigError, StoreUnavailable
 
-__all__ = ["INSERT_PRIORITY", "READ_PRIORITY", "Client", "HandlePool", "chdb_path", "open_client"]
+__all__ = [
+    "INSERT_PRIORITY",
+    "READ_PRIORITY",
+    "Client",
+    "HandlePool",
+    "chdb_path",
+    "open_client",
+    "query_thread_limit",
+    "query_threads",
+]
 
 # ClickHouse's query `priority` (smaller runs first; 0 means none): while a query of a smaller
 # number runs, one of a larger number pauses between blocks (for at most a second at a time).
@@ -33,6 +49,30 @@ INSERT_PRIORITY = 10
 
 _chdb_lock = threading.Lock()
 _chdb_client: tuple[str, Client] | None = None
+_query_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("vigil_query_threads", default=None)
+
+
+@contextlib.contextmanager
+def query_threads(count: int) -> Iterator[None]:
+    """Within the block, this thread's calls on the embedded store run with ClickHouse's
+    `max_threads` at `count`. A server's client is not affected: its cores are not Vigil's, and
+    the server shares them out among its queries itself."""
+    if count < 1:
+        raise ValueError(f"query_threads needs at least one thread, not {count}")
+    token = _query_threads.set(count)
+    try:
+        yield
+    finally:
+        _query_threads.reset(token)
+
+
+def query_thread_limit() -> int | None:
+    """The `query_threads` limit in force in this thread, or None (ClickHouse's default)."""
+    return _query_threads.get()
+
+
+# clickhouse-connect's calls that run a statement and take `settings` by keyword.
+_QUERY_METHODS = frozenset({"query", "query_arrow", "query_df", "query_np", "raw_query", "command"})
 
 
 class HandlePool:
@@ -84,6 +124,9 @@ class HandlePool:
             return attribute
 
         def on_a_free_handle(*args: Any, **kwargs: Any) -> Any:
+            threads = _query_threads.get()
+            if threads is not None and name in _QUERY_METHODS:
+                kwargs["settings"] = {**(kwargs.get("settings") or {}), "max_threads": threads}
             handle = self._take()
             try:
                 return getattr(handle, name)(*args, **kwargs)
