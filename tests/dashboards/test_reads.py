@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from tests.store.test_client import max_threads
 from vigil.dashboards import reads
 from vigil.dashboards.reads import PageReads
 from vigil.store.client import Client, query_thread_limit
@@ -97,11 +98,11 @@ def test_a_read_alone_keeps_clickhouse_s_threads_and_one_beside_another_gets_one
 
 
 def test_a_page_s_reads_beside_another_run_on_one_clickhouse_thread(chdb_client: Client) -> None:
-    default = int(chdb_client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+    default = max_threads(chdb_client)
     both = threading.Barrier(2, timeout=10)
 
     def max_threads_then_wait() -> int:
-        threads = int(chdb_client.query("SELECT getSetting('max_threads')").result_rows[0][0])
+        threads = max_threads(chdb_client)
         both.wait()
         return threads
 
