@@ -17,7 +17,6 @@ Then each read over the last hour (the page's default range) is run once to warm
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from tests.bench.insert_flows import enriched_flows
+from tests.bench.timing import median_ms
 from vigil.store import flows_read
 from vigil.store.client import Client, open_client
 from vigil.store.migrate import migrate
@@ -61,16 +61,6 @@ def fill(client: Client, minutes: int, flows_per_minute: int) -> None:
             writer.insert("flows", flows)
     stored = int(client.command(f"SELECT count() FROM {DATABASE}.flows"))
     print(f"stored {stored:,} flows in {time.perf_counter() - started:.0f} s")
-
-
-def median_ms(read: Callable[[], Any], requests: int) -> float:
-    read()
-    times = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        read()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

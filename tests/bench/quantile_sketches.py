@@ -15,10 +15,9 @@ minute) and prints the medians; with no sketch, the same grouping's fixed cost. 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
+from tests.bench.timing import median_ms
 from vigil.store.client import open_client
 
 DATABASE = "sketches"
@@ -67,19 +66,13 @@ def main() -> None:
         )
         client.command(f"OPTIMIZE TABLE {DATABASE}.rollup FINAL")
 
-        def median_ms(sql: str) -> float:
-            client.query(sql)
-            times = []
-            for _ in range(args.requests):
-                started = time.perf_counter()
-                client.query(sql)
-                times.append((time.perf_counter() - started) * 1000)
-            return statistics.median(times)
+        def query_ms(sql: str) -> float:
+            return median_ms(lambda: client.query(sql), args.requests)
 
         figures = {
             name: (
-                median_ms(f"SELECT SpanName, {merge} FROM {DATABASE}.rollup GROUP BY SpanName"),
-                median_ms(
+                query_ms(f"SELECT SpanName, {merge} FROM {DATABASE}.rollup GROUP BY SpanName"),
+                query_ms(
                     f"SELECT SpanName, Minute, {merge} FROM {DATABASE}.rollup"
                     " GROUP BY GROUPING SETS ((), (SpanName), (Minute))"
                 ),

@@ -12,15 +12,15 @@ range (the page's 20 newest) `--requests` times per service and prints the media
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
+from tests.bench.timing import median_ms
 from vigil.store.client import open_client
 from vigil.store.migrate import migrate
 from vigil.store.read import StoreReader
 from vigil.store.schema import DdlContext
-from vigil.store.service_read import recent_errors
+from vigil.store.service_read import ErrorSpan, recent_errors
 
 DATABASE = "vigil"
 _INSERT_S = 30
@@ -59,16 +59,13 @@ def main() -> None:
                 client.command(f"OPTIMIZE TABLE {DATABASE}.{table} FINAL")
         reader = StoreReader(client, DATABASE)
 
-        def median_ms(service: str) -> tuple[float, int]:
-            found = recent_errors(reader.query, service, start_s=start_s, end_s=end_s)
-            times = []
-            for _ in range(args.requests):
-                started = time.perf_counter()
-                recent_errors(reader.query, service, start_s=start_s, end_s=end_s)
-                times.append((time.perf_counter() - started) * 1000)
-            return statistics.median(times), len(found)
+        def timed(service: str) -> tuple[float, int]:
+            def read() -> list[ErrorSpan]:
+                return recent_errors(reader.query, service, start_s=start_s, end_s=end_s)
 
-        figures = {service: median_ms(service) for service in ("busy", "healthy")}
+            return median_ms(read, args.requests), len(read())
+
+        figures = {service: timed(service) for service in ("busy", "healthy")}
     spans = args.minutes * 60 * args.rate
     print(f"recent_errors over {args.minutes} min of {spans:,} spans per service (median of {args.requests}):")
     for service, (ms, found) in figures.items():

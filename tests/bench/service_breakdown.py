@@ -15,10 +15,10 @@ median is printed), then merges the parts (OPTIMIZE FINAL) and times it again. A
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 
+from tests.bench.timing import median_ms
 from vigil.store.client import open_client
 from vigil.store.migrate import migrate
 from vigil.store.read import StoreReader
@@ -63,20 +63,17 @@ def main() -> None:
 
         step = bucket_step(start_s, end_s, 120)  # as the service page's charts
 
-        def median_ms() -> float:
-            service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s, step=step)
-            times = []
-            for _ in range(args.requests):
-                started = time.perf_counter()
-                service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s, step=step)
-                times.append((time.perf_counter() - started) * 1000)
-            return statistics.median(times)
+        def breakdown_ms() -> float:
+            return median_ms(
+                lambda: service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s, step=step),
+                args.requests,
+            )
 
-        unmerged = median_ms()
+        unmerged = breakdown_ms()
         client.command(f"SYSTEM START MERGES {DATABASE}.spans_red_1m")
         client.command(f"OPTIMIZE TABLE {DATABASE}.spans_red_1m FINAL")
         merged_rows = client.query(f"SELECT count() FROM {DATABASE}.spans_red_1m").result_rows[0][0]
-        merged = median_ms()
+        merged = breakdown_ms()
     shape = f"{args.minutes} min, {args.operations} operations, 2 versions"
     print(f"service_breakdown over {shape} (median of {args.requests}):")
     print(f"  {args.parts} unmerged parts, {rows:,} rollup rows: {unmerged:7.1f} ms")
