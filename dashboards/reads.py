@@ -50,7 +50,8 @@ _reads_under_way_lock = threading.Lock()
 
 
 class PageReads:
-    """Start a page's reads with `start`; when the ``with`` block ends, each has run.
+    """Start a page's reads with `start`; when the ``with`` block ends, each has run and the
+    page's helpers have given their slots back.
 
     The page's thread, and helpers while slots are free, take the page's reads one at a time
     until none is left, so a read never waits behind other pages' reads in a queue.
@@ -64,6 +65,8 @@ class PageReads:
     def __init__(self) -> None:
         self._pending: collections.deque[tuple[Future[Any], Callable[[], Any]]] = collections.deque()
         self._started: list[Future[Any]] = []
+        # Each helper's run; it gives its slot back as it ends, after the last read it took.
+        self._helpers: list[Future[None]] = []
         self._holds_slot = False
 
     def start(self, read: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -73,7 +76,7 @@ class PageReads:
         self._pending.append((future, lambda: read(*args, **kwargs)))
         self._started.append(future)
         if _SLOTS.acquire(blocking=False):
-            _POOL.submit(self._help)
+            self._helpers.append(_POOL.submit(self._help))
         return future
 
     def __enter__(self) -> PageReads:
@@ -90,7 +93,8 @@ class PageReads:
                     future.cancel()
                 return
             self._run_pending()
-            concurrent.futures.wait(self._started)
+            # The helpers too: a page that follows at once finds their slots free again.
+            concurrent.futures.wait([*self._started, *self._helpers])
         finally:
             if self._holds_slot:
                 _SLOTS.release()

@@ -109,3 +109,17 @@ def test_a_page_s_reads_beside_another_run_on_one_clickhouse_thread(chdb_client:
     with PageReads() as page:
         side_by_side = [page.start(max_threads_then_wait) for _ in range(2)]
     assert sorted(read.result() for read in side_by_side) == sorted([1, default])
+
+
+def test_when_a_page_ends_every_slot_its_helpers_took_is_free_for_the_next_page() -> None:
+    # Its helpers give their slots back just after their last read: a page that waited only for
+    # the reads could leave the next page (or test) without helpers for a moment.
+    for _ in range(200):
+        with PageReads() as page:
+            for _ in range(2 * reads.READ_SLOTS):
+                page.start(int)
+        free = [reads._SLOTS.acquire(blocking=False) for _ in range(reads.READ_SLOTS)]
+        for taken in free:
+            if taken:
+                reads._SLOTS.release()
+        assert free == [True] * reads.READ_SLOTS
