@@ -1,8 +1,9 @@
 """The services overview (the home page) and one service's page.
 
-Both read rollups: RED from `spans_red_1m`, calls between services from `service_edges_1m`,
-SLO counts from `slo_minutes`, and a service's newest error spans from `error_spans`, which holds
-only error spans, ordered by service and time (`vigil.store.service_read.recent_errors`).
+Both read rollups: RED from `spans_red_1m` (per service from its `by_service` projection), calls
+between services from `service_edges_1m`, SLO counts from `slo_minutes`, and a service's newest
+error spans from `error_spans`, which holds only error spans, ordered by service and time
+(`vigil.store.service_read.recent_errors`).
 """
 
 from __future__ import annotations
@@ -203,17 +204,19 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
     step = _chart_step(time_range)
     window = {"start_s": start_s, "end_s": end_s}
     findings_query = FindingQuery(since=start_s, service=service)
-    # Every read at once, the longest first, so that the page's two lanes end close together;
-    # for a service with no requests in range, most go unused.
+    # Every read at once, the longest first (the operations: a t-digest merge per rollup row), so
+    # that the page's two lanes end close together; for a service with no requests in range, most
+    # go unused.
     with PageReads() as reads:
-        breakdown = reads.start(service_read.service_breakdown, reader.query, service, **window, step=step)
+        operations = reads.start(service_read.operations, reader.query, service, **window)
+        series = reads.start(service_read.service_series, reader.query, service, **window, step=step)
         errors = reads.start(service_read.recent_errors, reader.query, service, **window, limit=_RECENT_ERRORS)
         deploys = reads.start(
             DeployStore(reader.client, reader.database).query, service=service, start=start_s, end=end_s
         )
         findings = reads.start(reader.findings, findings_query)
         dependencies = reads.start(service_read.dependencies, reader.query, service, **window)
-    parts = breakdown.result()
+    parts = series.result()
     annotations = _annotations(reader, service, time_range, deploys.result(), findings.result(), findings_query.limit)
     summary = parts.summary
     if summary is None and not service_read.service_known(reader.query, service):
@@ -239,7 +242,7 @@ def service_page(request: Request, service: str, reader: Reader, time_range: Ran
         context.update(
             charts=_red_charts(parts.red, time_range, annotations.markers, annotations.bands),
             version_chart=_version_chart(parts.version_series, time_range),
-            operations=parts.operations,
+            operations=operations.result(),
             versions=parts.versions,
             errors=errors.result(),
             dependencies=calls,

@@ -1,15 +1,18 @@
-"""Service breakdown benchmark: the service page's rollup read, while the rollup's parts are unmerged.
+"""Service breakdown benchmark: the service page's rollup reads, while the rollup's parts are unmerged.
 
-    .venv/bin/python -m tests.bench.service_breakdown [--parts 30] [--minutes 15] [--operations 50] [--requests 9]
+    .venv/bin/python -m tests.bench.service_breakdown [--parts 30] [--minutes 15] [--operations 50]
+        [--requests 9] [--per-row 200]
 
 Under ingest, `spans_red_1m` holds one row per minute, operation and version for every insert
 that touched them, until ClickHouse merges its parts: the same minute may have dozens of rows,
 each a t-digest state to merge. This fills a fresh chDB store (Vigil's schema, in a temporary
 directory) with merges stopped: `--parts` inserts, each covering the last `--minutes` minutes of
-service "checkout" with `--operations` operations over two versions (200 durations per row).
-It times `service_breakdown` over those minutes as the page asks for it (with the charts' step:
-summary, operations, versions, RED and requests per version per bucket) `--requests` times (the
-median is printed), then merges the parts (OPTIMIZE FINAL) and times it again. Asserts nothing.
+service "checkout" with `--operations` operations over two versions (`--per-row` durations a row).
+It times the page's two rollup reads over those minutes as the page asks for them (with the
+charts' step): `service_series` (summary, versions, RED and requests per version per bucket, from
+the rollup's per-service projection) and `operations` (the rollup's own rows), each `--requests`
+times (the median is printed), and `service_breakdown`, the two one after the other. Then it
+merges the parts (OPTIMIZE FINAL) and times them again. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 
 from tests.bench.timing import median_ms
 from vigil.store.client import open_client
 from vigil.store.migrate import migrate
 from vigil.store.read import StoreReader
 from vigil.store.schema import DdlContext
-from vigil.store.service_read import bucket_step, service_breakdown
+from vigil.store.service_read import bucket_step, operations, service_breakdown, service_series
 
 DATABASE = "vigil"
 
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=15)
     parser.add_argument("--operations", type=int, default=50)
     parser.add_argument("--requests", type=int, default=9)
+    parser.add_argument("--per-row", type=int, default=200, help="durations per rollup row and insert")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-breakdown-") as data_dir:
@@ -55,7 +60,7 @@ def main() -> None:
                 FROM (SELECT number % {args.minutes} AS minute,
                              intDiv(number, {args.minutes}) % {args.operations} AS operation,
                              100000 + rand64({part}) % 50000000 AS duration
-                      FROM numbers({args.minutes * args.operations * 200}))
+                      FROM numbers({args.minutes * args.operations * args.per_row}))
                 GROUP BY minute, operation"""
             )
         reader = StoreReader(client, DATABASE)
@@ -63,21 +68,25 @@ def main() -> None:
 
         step = bucket_step(start_s, end_s, 120)  # as the service page's charts
 
-        def breakdown_ms() -> float:
-            return median_ms(
-                lambda: service_breakdown(reader.query, "checkout", start_s=start_s, end_s=end_s, step=step),
-                args.requests,
-            )
+        def timings() -> dict[str, float]:
+            window = {"start_s": start_s, "end_s": end_s}
+            reads: dict[str, Callable[[], object]] = {
+                "service_series (projection)": lambda: service_series(reader.query, "checkout", **window, step=step),
+                "operations (rollup rows)": lambda: operations(reader.query, "checkout", **window),
+                "service_breakdown (both)": lambda: service_breakdown(reader.query, "checkout", **window, step=step),
+            }
+            return {name: median_ms(read, args.requests) for name, read in reads.items()}
 
-        unmerged = breakdown_ms()
+        unmerged = timings()
         client.command(f"SYSTEM START MERGES {DATABASE}.spans_red_1m")
         client.command(f"OPTIMIZE TABLE {DATABASE}.spans_red_1m FINAL")
         merged_rows = client.query(f"SELECT count() FROM {DATABASE}.spans_red_1m").result_rows[0][0]
-        merged = breakdown_ms()
+        merged = timings()
     shape = f"{args.minutes} min, {args.operations} operations, 2 versions"
-    print(f"service_breakdown over {shape} (median of {args.requests}):")
-    print(f"  {args.parts} unmerged parts, {rows:,} rollup rows: {unmerged:7.1f} ms")
-    print(f"  merged, {merged_rows:,} rollup rows:          {merged:7.1f} ms")
+    print(f"the service page's rollup reads over {shape} (median of {args.requests}; ms):")
+    print(f"  {'':30s} {args.parts} unmerged parts, {rows:,} rows   merged, {merged_rows:,} rows")
+    for name in unmerged:
+        print(f"  {name:30s} {unmerged[name]:12.1f} {merged[name]:24.1f}")
 
 
 if __name__ == "__main__":

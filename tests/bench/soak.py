@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.soak [--minutes 30] [--spans 15000] [--logs 10000] [--points 5000]
         [--statsd-lines 20000] [--flows 10000] [--scale 1] [--page-interval 10] [--workers -1]
-        [--collector-nice N] [--senders-nice N]
+        [--collector-nice N] [--senders-nice N] [--samples FILE.csv] [--setting VIGIL_NAME=VALUE ...]
 
 Rates are per second; the defaults add up to about 45,000 rows/s, half of the ~90,000 rows/s
 this 2-core machine stores of one signal alone (docs/BENCHMARKS.md). For `--minutes`:
@@ -22,13 +22,15 @@ points stored equal those acknowledged, and the flows, flow bytes and StatsD cou
 equal what was sent (UDP may be dropped by the kernel before Vigil reads it; the kernel's count
 of drops on each socket is printed beside). RSS drift per process is the median of the last
 tenth of the run against the median of the second tenth (the first is warm-up). Prints the
-figures; asserts nothing.
+figures; asserts nothing. `--samples` also writes every page's time with the wall-clock time it
+was asked for, to see when in a minute the slow ones fall.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import multiprocessing
 import os
 import random
@@ -213,6 +215,8 @@ class Observations:
     names: dict[int, str] = field(default_factory=dict)  # pid -> what it is
     pages: dict[str, list[float]] = field(default_factory=dict)  # URL -> ms
     page_failures: dict[str, list[str]] = field(default_factory=dict)
+    # Every timed page: (wall-clock time it was asked for, URL, ms), for `--samples`.
+    page_samples: list[tuple[float, str, float]] = field(default_factory=list)
 
 
 def recent_trace(client: httpx.Client) -> str | None:
@@ -249,6 +253,7 @@ def time_pages(base: str, page_interval: float, stop: threading.Event, seen: Obs
                 if "{trace}" in url and trace is None:
                     seen.page_failures.setdefault(url, []).append("no recent trace")
                     continue
+                asked_at = time.time()
                 started = time.perf_counter()
                 try:
                     response = client.get(url.format(trace=trace))
@@ -258,6 +263,7 @@ def time_pages(base: str, page_interval: float, stop: threading.Event, seen: Obs
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 if response.status_code == 200:
                     seen.pages.setdefault(url, []).append(elapsed_ms)
+                    seen.page_samples.append((asked_at, url, elapsed_ms))
                 else:
                     seen.page_failures.setdefault(url, []).append(str(response.status_code))
 
@@ -336,6 +342,14 @@ def main() -> None:
     parser.add_argument("--collector-nice", type=int, help="VIGIL_COLLECTOR_NICE (default: Vigil's)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="VIGIL_NAME=VALUE",
+        help="a setting for vigil serve, e.g. VIGIL_INSERT_INTERVAL=2s (repeatable)",
+    )
+    parser.add_argument("--samples", type=Path, help="write each page request (unix time, URL, ms) to this CSV")
+    parser.add_argument(
         "--senders-nice",
         type=int,
         default=0,
@@ -371,6 +385,11 @@ def main() -> None:
     )
     if args.collector_nice is not None:
         env["VIGIL_COLLECTOR_NICE"] = str(args.collector_nice)
+    for setting in args.setting:
+        name, equals, value = setting.partition("=")
+        if not name.startswith("VIGIL_") or not equals:
+            parser.error(f"--setting {setting!r}: expected VIGIL_NAME=VALUE, e.g. VIGIL_INSERT_INTERVAL=2s")
+        env[name] = value
     print(
         f"soak: {args.minutes:g} min of {args.spans:,.0f} spans/s, {args.logs:,.0f} logs/s, {args.points:,.0f} "
         f"points/s (OTLP/HTTP), {args.statsd_lines:,.0f} StatsD lines/s, {args.flows:,.0f} NetFlow v5 flows/s; "
@@ -470,6 +489,11 @@ def main() -> None:
         peak = max(sum(r.values()) for _, r in seen.rss)
         print(f"  {'all':30s}: {total_early:7,.0f} -> {total_late:7,.0f}  {change:+.1f}%  (peak {peak:,.0f})")
 
+    if args.samples:
+        with args.samples.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["asked_at", "url", "ms"])
+            writer.writerows((f"{at:.3f}", url, f"{ms:.1f}") for at, url, ms in seen.page_samples)
     print(f"\npages (every {args.page_interval:g} s while loaded; ms):")
     for url in PAGES:
         times = seen.pages.get(url, [])

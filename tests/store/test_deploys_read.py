@@ -83,7 +83,7 @@ def test_detected_deploys_read_a_row_per_version_not_the_rollup(store: DeploySto
         ("1.1", BASE + 20 * 60),
     ]
     # The bound is real: the same answer from the rollup is refused.
-    with pytest.raises(DatabaseError, match="max_rows_to_read"):
+    with pytest.raises(DatabaseError, match="TOO_MANY_ROWS"):
         ReadLimited(client, max_rows=3).query(
             f"SELECT ServiceVersion, min(Minute) FROM {database}.spans_red_1m GROUP BY ServiceVersion"
         )

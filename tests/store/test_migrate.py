@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
 from tests.conftest import new_database_name
+from tests.store.test_service_read import ByServiceOnly
 from vigil.store.client import Client
 from vigil.store.migrate import applied_versions, migrate
-from vigil.store.read import StoreReader
+from vigil.store.read import ServiceSummary, StoreReader
 from vigil.store.schema import MIGRATIONS, DdlContext, create_table_statements, migrations_table_statement
-from vigil.store.service_read import recent_errors
+from vigil.store.service_read import ServiceSeries, recent_errors, service_series
 
 EXPECTED_TABLES = [
     "alert_groups",
@@ -92,7 +94,7 @@ def test_migrations_create_every_table_and_record_their_versions(chdb_client: Cl
     applied = migrate(chdb_client, DdlContext(database=database))
     assert applied == [m.version for m in MIGRATIONS]
     assert tables(chdb_client, database) == EXPECTED_TABLES
-    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 18))
+    assert applied_versions(chdb_client, DdlContext(database=database)) == list(range(1, 19))
 
 
 def test_running_migrations_again_applies_nothing_and_changes_nothing(chdb_client: Client, database: str) -> None:
@@ -177,7 +179,7 @@ def test_logs_written_before_templates_existed_keep_them_and_read_as_template_ze
     migrate_before(chdb_client, ctx, 6)
     chdb_client.command(f"INSERT INTO {database}.logs (Timestamp, ServiceName, Body) VALUES (now(), 'api', 'old line')")
 
-    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    assert migrate(chdb_client, ctx) == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
     rows = chdb_client.query(f"SELECT Body, TemplateId, Template FROM {database}.logs").result_rows
     assert rows == [("old line", 0, "")]
 
@@ -195,7 +197,7 @@ def test_service_versions_are_filled_from_the_rollup_written_before_they_existed
                    ('2026-11-20 10:40:00', 'shop', '', 'GET /', 'Server', 1)"""
     )
 
-    assert migrate(chdb_client, ctx) == [16, 17]
+    assert migrate(chdb_client, ctx) == [16, 17, 18]
     # A request after the migration reaches the table through the view; one before it, through the backfill.
     chdb_client.command(
         f"""INSERT INTO {database}.spans (Timestamp, ServiceName, ServiceVersion, SpanName, SpanKind, Duration)
@@ -229,7 +231,7 @@ def test_error_spans_are_filled_from_the_spans_written_before_they_existed_and_r
                    ('2026-11-20 10:00:06', 'shop', 'GET /', 'Server', 'Ok', '', 't2', 's2', 1),
                    ('2026-11-20 10:00:07', 'shop', 'query', 'Client', 'Error', 'timeout', 't3', 's3', 9)"""
     )
-    assert migrate(chdb_client, ctx) == [17]
+    assert migrate(chdb_client, ctx) == [17, 18]
     # An error after the migration reaches the table through the view; those before it, through the backfill.
     chdb_client.command(
         f"""INSERT INTO {database}.spans
@@ -255,3 +257,44 @@ def test_error_spans_are_filled_from_the_spans_written_before_they_existed_and_r
     assert migrate(chdb_client, ctx) == [17]
     assert chdb_client.query(f"SELECT count() FROM {database}.error_spans").result_rows == [(6,)]
     assert newest_errors() == expected
+
+
+def test_the_rollup_written_before_its_per_service_projection_is_read_alike_and_then_through_it(
+    chdb_client: Client, database: str
+) -> None:
+    ctx = DdlContext(database=database)
+    migrate_before(chdb_client, ctx, 18)
+    chdb_client.command(
+        f"""INSERT INTO {database}.spans (Timestamp, ServiceName, ServiceVersion, SpanName, SpanKind, Duration)
+            VALUES ('2026-11-20 10:00:05', 'shop', '1.0', 'GET /', 'Server', 10000000),
+                   ('2026-11-20 10:00:10', 'shop', '1.0', 'POST /', 'Server', 30000000),
+                   ('2026-11-20 10:02:00', 'shop', '1.1', 'GET /', 'Server', 50000000)"""
+    )
+    start_s = datetime(2026, 11, 20, 10, tzinfo=UTC).timestamp()
+    reader = StoreReader(chdb_client, database)
+
+    def series(read: StoreReader) -> ServiceSeries:
+        return service_series(read.query, "shop", start_s=start_s, end_s=start_s + 599, step=120)
+
+    before = series(reader)
+    assert before.summary == ServiceSummary("shop", 3, round(3 / 599, 3), 0.0, 30.0, 50.0, 50.0)
+
+    assert migrate(chdb_client, ctx) == [18]
+    # The parts stored before are given the projection in the background; until then they are
+    # read as before, and after it through the projection, with the same figures.
+    assert series(reader) == before
+    for _ in range(100):  # bounded: 10 s
+        pending = chdb_client.query(
+            f"SELECT count() FROM system.mutations WHERE database = '{database}' AND NOT is_done"
+        ).result_rows
+        if pending == [(0,)]:
+            break
+        time.sleep(0.1)
+    assert series(ByServiceOnly(chdb_client, database)) == before
+
+    # Run again (interrupted before its version was recorded), it changes nothing.
+    chdb_client.command(
+        f"ALTER TABLE {database}.schema_migrations DELETE WHERE version = 18 SETTINGS mutations_sync = 1"
+    )
+    assert migrate(chdb_client, ctx) == [18]
+    assert series(reader) == before

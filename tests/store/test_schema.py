@@ -8,6 +8,7 @@ from vigil.store.schema import (
     SERVICE_VERSIONS_MV,
     SPANS,
     SPANS_RED_1M_MV,
+    SPANS_RED_BY_SERVICE,
     SPANS_STATUS_INDEX,
     SPANS_TRACE_ID_TS,
     Backfill,
@@ -103,4 +104,20 @@ def test_a_view_on_a_rollup_reads_and_writes_local_tables_and_its_backfill_goes_
     ]
     assert create_table_statements(Backfill(SERVICE_VERSIONS_MV), CLUSTER) == [
         f"INSERT INTO obs.service_versions{select}"
+    ]
+
+
+def test_a_projection_is_added_to_the_table_that_holds_the_data_and_built_for_the_parts_it_has() -> None:
+    select = SPANS_RED_BY_SERVICE.select
+    assert create_table_statements(SPANS_RED_BY_SERVICE, SINGLE) == [
+        "ALTER TABLE obs.spans_red_1m MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
+        f"ALTER TABLE obs.spans_red_1m ADD PROJECTION IF NOT EXISTS by_service ({select})",
+        "ALTER TABLE obs.spans_red_1m MATERIALIZE PROJECTION by_service",
+    ]
+    # On a cluster every shard's local table; the Distributed table has no parts to project.
+    assert create_table_statements(SPANS_RED_BY_SERVICE, CLUSTER) == [
+        "ALTER TABLE obs.spans_red_1m_local ON CLUSTER prod"
+        " MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
+        f"ALTER TABLE obs.spans_red_1m_local ON CLUSTER prod ADD PROJECTION IF NOT EXISTS by_service ({select})",
+        "ALTER TABLE obs.spans_red_1m_local ON CLUSTER prod MATERIALIZE PROJECTION by_service",
     ]

@@ -38,6 +38,7 @@ from vigil.store.service_read import (
     red_series,
     service_breakdown,
     service_known,
+    service_series,
     service_trends,
     slo_window_counts,
     version_series,
@@ -145,6 +146,33 @@ def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet
     assert service_breakdown(reader.query, "shop", start_s=BASE, end_s=END) == ServiceBreakdown(
         found.summary, found.operations, found.versions, [], ([], [])
     )
+
+
+class ByServiceOnly(StoreReader):
+    """A reader whose every query must be answered, at least in part, from the rollup's
+    `by_service` projection; ClickHouse refuses one that is not."""
+
+    def _query(self, sql: str, **parameters: Any) -> list[dict[str, Any]]:
+        return super()._query(sql + "\nSETTINGS force_optimize_projection_name = 'by_service'", **parameters)
+
+
+def test_the_overview_and_a_service_s_charts_and_versions_are_read_from_the_per_service_projection(
+    reader: StoreReader,
+) -> None:
+    shop_and_payments(reader)
+    projected = ByServiceOnly(reader.client, reader.database)
+
+    assert projected.services(start_s=BASE, end_s=END) == reader.services(start_s=BASE, end_s=END)
+    assert [s.service for s in projected.services(start_s=BASE, end_s=END)] == ["payments", "shop"]
+    trends = service_trends(projected.query, start_s=BASE, end_s=END, step=120)
+    assert trends == service_trends(reader.query, start_s=BASE, end_s=END, step=120)
+    for step in (120, None):
+        series = service_series(projected.query, "shop", start_s=BASE, end_s=END, step=step)
+        assert series.summary == ServiceSummary("shop", 6, round(6 / 599, 3), 0.3333, 30.0, 200.0, 200.0)
+        assert [v.version for v in series.versions] == ["2.0", "1.0"]
+    # The operations are the rollup's own rows: the projection has no span names.
+    with pytest.raises(DatabaseError, match="by_service"):
+        operations(projected.query, "shop", start_s=BASE, end_s=END)
 
 
 def test_recent_errors_are_the_newest_error_spans_including_those_that_are_not_requests(reader: StoreReader) -> None:

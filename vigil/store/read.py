@@ -148,19 +148,23 @@ class StoreReader:
         return True
 
     def services(self, *, start_s: float, end_s: float) -> list[ServiceSummary]:
-        """RED per service over [start, end], from the per-minute rollup."""
+        """RED per service over [start, end], from the per-minute rollup's per-service projection
+        (`SPANS_RED_BY_SERVICE`: its states are merged further with the -MergeState it was built
+        with, which is what lets ClickHouse answer from it)."""
         window_s = max(end_s - start_s, 1.0)
         rows = self._query(
             """
-            SELECT ServiceName AS service,
-                   sum(Requests) AS requests,
-                   sum(Errors) AS errors,
-                   quantilesTDigestMerge(0.5, 0.95, 0.99)(DurationQuantiles) AS q
-            FROM {db}.spans_red_1m
-            WHERE Minute >= toStartOfMinute(toDateTime({start:Int64}, 'UTC'))
-              AND Minute <= toDateTime({end:Int64}, 'UTC')
-            GROUP BY ServiceName
-            ORDER BY ServiceName""",
+            SELECT service, requests, errors, finalizeAggregation(quantiles) AS q
+            FROM (
+                SELECT ServiceName AS service,
+                       sum(Requests) AS requests,
+                       sum(Errors) AS errors,
+                       quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS quantiles
+                FROM {db}.spans_red_1m
+                WHERE Minute >= toStartOfMinute(toDateTime({start:Int64}, 'UTC'))
+                  AND Minute <= toDateTime({end:Int64}, 'UTC')
+                GROUP BY ServiceName)
+            ORDER BY service""",
             start=int(start_s),
             end=int(end_s),
         )

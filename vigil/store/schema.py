@@ -55,9 +55,11 @@ __all__ = [
     "SPANS",
     "SPANS_ARROW_SCHEMA",
     "SPANS_RED_1M",
+    "SPANS_RED_BY_SERVICE",
     "SPANS_STATUS_INDEX",
     "SPANS_TRACE_ID_TS",
     "AddColumns",
+    "AddProjection",
     "Backfill",
     "DdlContext",
     "Migration",
@@ -335,6 +337,22 @@ class AddColumns:
 
 
 @dataclass(frozen=True, slots=True)
+class AddProjection:
+    """An aggregate projection added to an existing table, and built for the parts it holds.
+
+    ClickHouse keeps a projection in every part it writes or merges from then on, and answers a
+    query from it where the query's grouping and aggregates can be: from each part that has it,
+    and from the table's own rows in parts that do not (yet). So readers need not know whether it
+    is there, and the rows already stored are built in the background (a mutation), not before
+    the migration ends. On an aggregating table, merges rebuild it from the merged rows.
+    """
+
+    table: str
+    name: str
+    select: str  # SELECT ... GROUP BY ..., over the table's columns
+
+
+@dataclass(frozen=True, slots=True)
 class Backfill:
     """Fills a view's target from what its source already holds: a view created on a table with
     rows sees only the inserts after it. Listed after the view, so no row falls between the two;
@@ -345,7 +363,7 @@ class Backfill:
     view: MaterializedView
 
 
-SchemaObject = Table | MaterializedView | AddColumns | Backfill
+SchemaObject = Table | MaterializedView | AddColumns | AddProjection | Backfill
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +493,22 @@ SPANS_RED_1M_MV = MaterializedView(
     FROM {source}
     WHERE SpanKind IN ('Server', 'Consumer') OR ParentSpanId = ''
     GROUP BY Minute, ServiceName, SpanName, ServiceVersion""",
+)
+
+
+# The RED rollup per service, version and minute, whatever the operation: a service's charts and
+# versions, the overview's sparklines and its table read a row per minute here where the rollup
+# has one per operation, and merge that many fewer t-digests. Its quantile states are states of
+# the rollup's merge, so a reader merges them further with the same -MergeState (and only a
+# query with exactly these aggregates, grouped by these columns or fewer, is answered from it;
+# min and max of Minute are there for a version's first and last minute per bucket).
+SPANS_RED_BY_SERVICE = AddProjection(
+    table="spans_red_1m",
+    name="by_service",
+    select="""
+    SELECT ServiceName, ServiceVersion, Minute, sum(Requests), sum(Errors),
+           quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles), min(Minute), max(Minute)
+    GROUP BY ServiceName, ServiceVersion, Minute""",
 )
 
 
@@ -1234,6 +1268,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         (SERVICE_VERSIONS, SERVICE_VERSIONS_MV, Backfill(SERVICE_VERSIONS_MV)),
     ),
     Migration(17, "error spans by service and time", (ERROR_SPANS, ERROR_SPANS_MV, Backfill(ERROR_SPANS_MV))),
+    Migration(18, "RED rollup per service, version and minute", (SPANS_RED_BY_SERVICE,)),
 )
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -1296,6 +1331,17 @@ def _add_columns(change: AddColumns, ctx: DdlContext) -> list[str]:
     return statements
 
 
+def _add_projection(change: AddProjection, ctx: DdlContext) -> list[str]:
+    # On a cluster each shard's local table keeps its own; Distributed reads ask every shard.
+    local = f"{ctx.database}.{_local(change.table, ctx)}{ctx.on_cluster}"
+    return [
+        # Without it ClickHouse refuses projections on tables whose merges combine rows.
+        f"ALTER TABLE {local} MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild'",
+        f"ALTER TABLE {local} ADD PROJECTION IF NOT EXISTS {change.name} ({change.select})",
+        f"ALTER TABLE {local} MATERIALIZE PROJECTION {change.name}",
+    ]
+
+
 def _backfill(backfill: Backfill, ctx: DdlContext) -> list[str]:
     # On a cluster, through the Distributed tables: every shard's rows, spread as inserts are.
     view = backfill.view
@@ -1309,6 +1355,8 @@ def create_table_statements(obj: SchemaObject, ctx: DdlContext) -> list[str]:
         return _create_table(obj, ctx)
     if isinstance(obj, AddColumns):
         return _add_columns(obj, ctx)
+    if isinstance(obj, AddProjection):
+        return _add_projection(obj, ctx)
     if isinstance(obj, Backfill):
         return _backfill(obj, ctx)
     return _create_view(obj, ctx)

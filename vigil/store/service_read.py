@@ -23,6 +23,7 @@ __all__ = [
     "OperationStats",
     "RedPoint",
     "ServiceBreakdown",
+    "ServiceSeries",
     "ServiceTrend",
     "SloWindowCounts",
     "VersionSeries",
@@ -37,6 +38,7 @@ __all__ = [
     "red_series",
     "service_breakdown",
     "service_known",
+    "service_series",
     "service_summary",
     "service_trends",
     "slo_window_counts",
@@ -174,12 +176,23 @@ def _bounds(start_s: float, end_s: float) -> dict[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSeries:
+    """What a service's page shows of the service as a whole (no operation)."""
+
+    summary: ServiceSummary | None  # None: no requests in the range
+    versions: list[VersionStats]  # newest first seen first
+    # With a `step` only (else empty): RED per bucket that had requests, and `bucket_times` with
+    # the requests of each version per bucket, versions by name.
+    red: list[RedPoint]
+    version_series: tuple[list[float], list[VersionSeries]]
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceBreakdown:
     summary: ServiceSummary | None  # None: no requests in the range
     operations: list[OperationStats]  # busiest first
     versions: list[VersionStats]  # newest first seen first
-    # With a `step` only (else empty): RED per bucket that had requests, and `bucket_times` with
-    # the requests of each version per bucket, versions by name.
+    # With a `step` only (else empty), as `ServiceSeries`.
     red: list[RedPoint]
     version_series: tuple[list[float], list[VersionSeries]]
 
@@ -188,41 +201,55 @@ def service_breakdown(
     query: Query, service: str, *, start_s: float, end_s: float, step: int | None = None
 ) -> ServiceBreakdown:
     """The service's RED over the range, in all, per operation and per `service.version`, and,
-    with `step` (seconds, whole minutes), per bucket of `bucket_times` and per version and bucket.
+    with `step` (seconds, whole minutes), per bucket of `bucket_times` and per version and bucket:
+    `service_series` and `operations`, one after the other (a page runs them side by side)."""
+    series = service_series(query, service, start_s=start_s, end_s=end_s, step=step)
+    found = operations(query, service, start_s=start_s, end_s=end_s)
+    return ServiceBreakdown(series.summary, found, series.versions, series.red, series.version_series)
 
-    One read of the rollup for all of a service page's figures: merging the quantile states is
-    most of the cost. The states are merged once per (operation, version, bucket) first, then
-    grouping sets merge those few results per operation, per version, per bucket and in all. So
-    each rollup row is merged once, however many figures it feeds; under ingest, when the
-    rollup's parts are not merged yet and a minute has dozens of rows, that matters most. The
-    requests per version and bucket ride along as a map on the per-version rows.
+
+def service_series(
+    query: Query, service: str, *, start_s: float, end_s: float, step: int | None = None
+) -> ServiceSeries:
+    """The service's RED over the range, in all and per `service.version`, and, with `step`
+    (seconds, whole minutes), per bucket of `bucket_times` and per version and bucket.
+
+    One read of the rollup's per-service projection (`SPANS_RED_BY_SERVICE`): a row per version
+    and minute, where the rollup has one per operation too. Its quantile states are merged once
+    per (version, bucket), then grouping sets merge those few per version, per bucket and in all.
+    The requests per version and bucket ride along as a map on the per-version rows. (The inner
+    read is the one the projection answers; ClickHouse does not answer grouping sets from one.)
     """
-    bucket = "intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32}" if step else "toUInt32(0)"
+    # Without a step, no bucket at all: a constant one would keep the projection from answering.
+    bucket = "intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32}" if step else ""
+    inner_keys = f"ServiceVersion, {bucket}" if step else "ServiceVersion"
+    outer_bucket = "Bucket" if step else "toUInt32(0)"
     rows = query(
         f"""
-        SELECT grouping(SpanName, ServiceVersion, Bucket) AS grouped, SpanName AS operation,
-               ServiceVersion AS version, Bucket AS bucket, sum(Requests) AS requests, sum(Errors) AS errors,
+        SELECT grouping({"ServiceVersion, Bucket" if step else "ServiceVersion"}) AS grouped,
+               ServiceVersion AS version, {outer_bucket} AS bucket, sum(Requests) AS requests, sum(Errors) AS errors,
                quantilesTDigestMerge(0.5, 0.95, 0.99)(Quantiles) AS q,
                toUnixTimestamp(min(FirstMinute)) AS first_seen, toUnixTimestamp(max(LastMinute)) AS last_seen,
-               sumMap([Bucket], [Requests]) AS per_bucket
+               sumMap([{outer_bucket}], [Requests]) AS per_bucket
         FROM (
-            SELECT SpanName, ServiceVersion, {bucket} AS Bucket, sum(Requests) AS Requests, sum(Errors) AS Errors,
-                   quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS Quantiles,
+            SELECT ServiceVersion, {f"{bucket} AS Bucket, " if step else ""}sum(Requests) AS Requests,
+                   sum(Errors) AS Errors, quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS Quantiles,
                    min(Minute) AS FirstMinute, max(Minute) AS LastMinute
             FROM {{db}}.spans_red_1m
             WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-            GROUP BY SpanName, ServiceVersion, Bucket)
-        GROUP BY GROUPING SETS ((), (SpanName), (ServiceVersion), (Bucket))""",
+            GROUP BY {inner_keys})
+        GROUP BY GROUPING SETS ({"(), (ServiceVersion), (Bucket)" if step else "(), (ServiceVersion)"})""",
         service=service,
         **({"step": step} if step else {}),
         **_bounds(start_s, end_s),
     )
-    # grouping() sets a bit per column aggregated away, the last column the lowest bit: 7 the
-    # total, 3 per operation, 5 per version, 6 per bucket.
-    by_set: dict[int, list[dict[str, Any]]] = {7: [], 3: [], 5: [], 6: []}
+    # grouping() sets a bit per column aggregated away, the last column the lowest bit. With a
+    # step: 3 the total, 1 per version, 2 per bucket; without: 1 the total, 0 per version.
+    total_set, version_set, bucket_set = (3, 1, 2) if step else (1, 0, -1)
+    by_set: dict[int, list[dict[str, Any]]] = {total_set: [], version_set: [], bucket_set: []}
     for row in rows:
         by_set[int(row["grouped"])].append(row)
-    totals = [row for row in by_set[7] if int(row["requests"]) > 0]
+    totals = [row for row in by_set[total_set] if int(row["requests"]) > 0]
     window_s = max(end_s - start_s, 1.0)
     summary = None
     if totals:
@@ -237,20 +264,7 @@ def service_breakdown(
             p95_ms=_ms(total["q"][1]),
             p99_ms=_ms(total["q"][2]),
         )
-    operations = [
-        OperationStats(
-            operation=row["operation"],
-            requests=int(row["requests"]),
-            rate_per_s=round(int(row["requests"]) / window_s, 3),
-            error_rate=_ratio(int(row["errors"]), int(row["requests"])),
-            p50_ms=_ms(row["q"][0]),
-            p95_ms=_ms(row["q"][1]),
-            p99_ms=_ms(row["q"][2]),
-        )
-        for row in by_set[3]
-    ]
-    operations.sort(key=lambda o: (-o.requests, o.operation))
-    all_requests = sum(int(row["requests"]) for row in by_set[5])
+    all_requests = sum(int(row["requests"]) for row in by_set[version_set])
     versions = [
         VersionStats(
             version=row["version"],
@@ -263,11 +277,11 @@ def service_breakdown(
             first_seen_s=float(row["first_seen"]),
             last_seen_s=float(row["last_seen"]),
         )
-        for row in by_set[5]
+        for row in by_set[version_set]
     ]
     versions.sort(key=lambda v: (-v.first_seen_s, v.version))
     if not step:
-        return ServiceBreakdown(summary, operations, versions, [], ([], []))
+        return ServiceSeries(summary, versions, [], ([], []))
     red = sorted(
         (
             RedPoint(
@@ -278,24 +292,55 @@ def service_breakdown(
                 p95_ms=_ms(row["q"][1]),
                 p99_ms=_ms(row["q"][2]),
             )
-            for row in by_set[6]
+            for row in by_set[bucket_set]
         ),
         key=lambda point: point.time_s,
     )
     times = bucket_times(start_s, end_s, step)
     index = {t: i for i, t in enumerate(times)}
     series = []
-    for row in sorted(by_set[5], key=lambda row: str(row["version"])):
+    for row in sorted(by_set[version_set], key=lambda row: str(row["version"])):
         counts = [0] * len(times)
         for bucket_s, requests in zip(*row["per_bucket"], strict=True):
             counts[index[float(bucket_s)]] = int(requests)
         series.append(VersionSeries(row["version"], counts))
-    return ServiceBreakdown(summary, operations, versions, red, (times, series))
+    return ServiceSeries(summary, versions, red, (times, series))
+
+
+def operations(query: Query, service: str, *, start_s: float, end_s: float) -> list[OperationStats]:
+    """RED per operation (span name) of the service's requests, busiest first.
+
+    The rollup's own rows, a t-digest merge per row: the longest of a service page's reads."""
+    rows = query(
+        f"""
+        SELECT SpanName AS operation, sum(Requests) AS requests, sum(Errors) AS errors,
+               quantilesTDigestMerge(0.5, 0.95, 0.99)(DurationQuantiles) AS q
+        FROM {{db}}.spans_red_1m
+        WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
+        GROUP BY SpanName""",
+        service=service,
+        **_bounds(start_s, end_s),
+    )
+    window_s = max(end_s - start_s, 1.0)
+    found = [
+        OperationStats(
+            operation=row["operation"],
+            requests=int(row["requests"]),
+            rate_per_s=round(int(row["requests"]) / window_s, 3),
+            error_rate=_ratio(int(row["errors"]), int(row["requests"])),
+            p50_ms=_ms(row["q"][0]),
+            p95_ms=_ms(row["q"][1]),
+            p99_ms=_ms(row["q"][2]),
+        )
+        for row in rows
+    ]
+    found.sort(key=lambda o: (-o.requests, o.operation))
+    return found
 
 
 def service_summary(query: Query, service: str, *, start_s: float, end_s: float) -> ServiceSummary | None:
     """The service's RED over the range, as `StoreReader.services` gives it; None without requests."""
-    return service_breakdown(query, service, start_s=start_s, end_s=end_s).summary
+    return service_series(query, service, start_s=start_s, end_s=end_s).summary
 
 
 def service_trends(query: Query, *, start_s: float, end_s: float, step: int) -> dict[str, ServiceTrend]:
@@ -331,24 +376,19 @@ def service_trends(query: Query, *, start_s: float, end_s: float, step: int) -> 
 
 def red_series(query: Query, service: str, *, start_s: float, end_s: float, step: int) -> list[RedPoint]:
     """The service's requests, errors and latency quantiles per bucket that had requests."""
-    return service_breakdown(query, service, start_s=start_s, end_s=end_s, step=step).red
-
-
-def operations(query: Query, service: str, *, start_s: float, end_s: float) -> list[OperationStats]:
-    """RED per operation (span name) of the service's requests, busiest first."""
-    return service_breakdown(query, service, start_s=start_s, end_s=end_s).operations
+    return service_series(query, service, start_s=start_s, end_s=end_s, step=step).red
 
 
 def versions(query: Query, service: str, *, start_s: float, end_s: float) -> list[VersionStats]:
     """RED per `service.version`, with each version's share of requests, newest first seen first."""
-    return service_breakdown(query, service, start_s=start_s, end_s=end_s).versions
+    return service_series(query, service, start_s=start_s, end_s=end_s).versions
 
 
 def version_series(
     query: Query, service: str, *, start_s: float, end_s: float, step: int
 ) -> tuple[list[float], list[VersionSeries]]:
     """Requests per bucket of each version (0 where a version had none), versions by name."""
-    return service_breakdown(query, service, start_s=start_s, end_s=end_s, step=step).version_series
+    return service_series(query, service, start_s=start_s, end_s=end_s, step=step).version_series
 
 
 def recent_errors(query: Query, service: str, *, start_s: float, end_s: float, limit: int = 20) -> list[ErrorSpan]:
