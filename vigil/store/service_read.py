@@ -221,24 +221,25 @@ def service_series(
     read is the one the projection answers; ClickHouse does not answer grouping sets from one.)
     """
     # Without a step, no bucket at all: a constant one would keep the projection from answering.
-    bucket = "intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32}" if step else ""
-    inner_keys = f"ServiceVersion, {bucket}" if step else "ServiceVersion"
-    outer_bucket = "Bucket" if step else "toUInt32(0)"
+    if step:
+        inner_bucket = ", intDiv(toUnixTimestamp(Minute), {step:UInt32}) * {step:UInt32} AS Bucket"
+        bucket, keys, sets = "Bucket", "ServiceVersion, Bucket", "(), (ServiceVersion), (Bucket)"
+    else:
+        inner_bucket, bucket, keys, sets = "", "toUInt32(0)", "ServiceVersion", "(), (ServiceVersion)"
     rows = query(
         f"""
-        SELECT grouping({"ServiceVersion, Bucket" if step else "ServiceVersion"}) AS grouped,
-               ServiceVersion AS version, {outer_bucket} AS bucket, sum(Requests) AS requests, sum(Errors) AS errors,
-               quantilesTDigestMerge(0.5, 0.95, 0.99)(Quantiles) AS q,
+        SELECT grouping({keys}) AS grouped, ServiceVersion AS version, {bucket} AS bucket,
+               sum(Requests) AS requests, sum(Errors) AS errors, quantilesTDigestMerge(0.5, 0.95, 0.99)(Quantiles) AS q,
                toUnixTimestamp(min(FirstMinute)) AS first_seen, toUnixTimestamp(max(LastMinute)) AS last_seen,
-               sumMap([{outer_bucket}], [Requests]) AS per_bucket
+               sumMap([{bucket}], [Requests]) AS per_bucket
         FROM (
-            SELECT ServiceVersion, {f"{bucket} AS Bucket, " if step else ""}sum(Requests) AS Requests,
-                   sum(Errors) AS Errors, quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS Quantiles,
+            SELECT ServiceVersion{inner_bucket}, sum(Requests) AS Requests, sum(Errors) AS Errors,
+                   quantilesTDigestMergeState(0.5, 0.95, 0.99)(DurationQuantiles) AS Quantiles,
                    min(Minute) AS FirstMinute, max(Minute) AS LastMinute
             FROM {{db}}.spans_red_1m
             WHERE ServiceName = {{service:String}} AND {_IN_RANGE}
-            GROUP BY {inner_keys})
-        GROUP BY GROUPING SETS ({"(), (ServiceVersion), (Bucket)" if step else "(), (ServiceVersion)"})""",
+            GROUP BY {keys})
+        GROUP BY GROUPING SETS ({sets})""",
         service=service,
         **({"step": step} if step else {}),
         **_bounds(start_s, end_s),
