@@ -11,7 +11,7 @@ service "checkout" with `--operations` operations over two versions (`--per-row`
 It times the page's two rollup reads over those minutes as the page asks for them (with the
 charts' step): `service_series` (summary, versions, RED and requests per version per bucket, from
 the rollup's per-service projection) and `operations` (the rollup's own rows), each `--requests`
-times (the median is printed), and `service_breakdown`, the two one after the other. Then it
+times (the median is printed), and the two one after the other. Then it
 merges the parts (OPTIMIZE FINAL) and times them again. Asserts nothing.
 """
 
@@ -27,7 +27,7 @@ from vigil.store.client import open_client
 from vigil.store.migrate import migrate
 from vigil.store.read import StoreReader
 from vigil.store.schema import DdlContext
-from vigil.store.service_read import bucket_step, operations, service_breakdown, service_series
+from vigil.store.service_read import bucket_step, operations, service_series
 
 DATABASE = "vigil"
 
@@ -73,7 +73,10 @@ def main() -> None:
             reads: dict[str, Callable[[], object]] = {
                 "service_series (projection)": lambda: service_series(reader.query, "checkout", **window, step=step),
                 "operations (rollup rows)": lambda: operations(reader.query, "checkout", **window),
-                "service_breakdown (both)": lambda: service_breakdown(reader.query, "checkout", **window, step=step),
+                "both, one after the other": lambda: (
+                    service_series(reader.query, "checkout", **window, step=step),
+                    operations(reader.query, "checkout", **window),
+                ),
             }
             return {name: median_ms(read, args.requests) for name, read in reads.items()}
 

@@ -25,7 +25,7 @@ from vigil.store.service_read import (
     ErrorSpan,
     OperationStats,
     RedPoint,
-    ServiceBreakdown,
+    ServiceSeries,
     ServiceTrend,
     SloWindowCounts,
     VersionSeries,
@@ -36,7 +36,6 @@ from vigil.store.service_read import (
     operations,
     recent_errors,
     red_series,
-    service_breakdown,
     service_known,
     service_series,
     service_trends,
@@ -112,7 +111,7 @@ def test_version_series_counts_requests_per_bucket_and_version(reader: StoreRead
     assert series == [VersionSeries("1.0", [3, 0, 0, 0, 0]), VersionSeries("2.0", [0, 3, 0, 0, 0])]
 
 
-def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet_merged(
+def test_the_page_s_two_rollup_reads_give_every_figure_from_rollup_rows_not_yet_merged(
     reader: StoreReader, stop_merges: Callable[[str], None]
 ) -> None:
     # Merges stopped and one insert per span: each minute, operation and version has as many
@@ -127,9 +126,9 @@ def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet
         store_spans(writer, [span])
     assert reader.query("SELECT count() AS n FROM {db}.spans_red_1m") == [{"n": 4}]
 
-    found = service_breakdown(reader.query, "shop", start_s=BASE, end_s=END, step=120)
+    found = service_series(reader.query, "shop", start_s=BASE, end_s=END, step=120)
     assert found.summary == ServiceSummary("shop", 4, round(4 / 599, 3), 0.25, 30.0, 70.0, 70.0)
-    assert found.operations == [
+    assert operations(reader.query, "shop", start_s=BASE, end_s=END) == [
         OperationStats("GET /cart", 3, round(3 / 599, 3), 0.0, 30.0, 70.0, 70.0),
         OperationStats("POST /pay", 1, round(1 / 599, 3), 1.0, 50.0, 50.0, 50.0),
     ]
@@ -143,8 +142,8 @@ def test_one_breakdown_read_gives_the_page_every_figure_from_rollup_rows_not_yet
         [VersionSeries("1.0", [3, 0, 0, 0, 0]), VersionSeries("2.0", [0, 1, 0, 0, 0])],
     )
     # Without a step, the same figures and no series.
-    assert service_breakdown(reader.query, "shop", start_s=BASE, end_s=END) == ServiceBreakdown(
-        found.summary, found.operations, found.versions, [], ([], [])
+    assert service_series(reader.query, "shop", start_s=BASE, end_s=END) == ServiceSeries(
+        found.summary, found.versions, [], ([], [])
     )
 
 

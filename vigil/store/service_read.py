@@ -22,7 +22,6 @@ __all__ = [
     "ErrorSpan",
     "OperationStats",
     "RedPoint",
-    "ServiceBreakdown",
     "ServiceSeries",
     "ServiceTrend",
     "SloWindowCounts",
@@ -36,7 +35,6 @@ __all__ = [
     "operations",
     "recent_errors",
     "red_series",
-    "service_breakdown",
     "service_known",
     "service_series",
     "service_summary",
@@ -185,27 +183,6 @@ class ServiceSeries:
     # the requests of each version per bucket, versions by name.
     red: list[RedPoint]
     version_series: tuple[list[float], list[VersionSeries]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceBreakdown:
-    summary: ServiceSummary | None  # None: no requests in the range
-    operations: list[OperationStats]  # busiest first
-    versions: list[VersionStats]  # newest first seen first
-    # With a `step` only (else empty), as `ServiceSeries`.
-    red: list[RedPoint]
-    version_series: tuple[list[float], list[VersionSeries]]
-
-
-def service_breakdown(
-    query: Query, service: str, *, start_s: float, end_s: float, step: int | None = None
-) -> ServiceBreakdown:
-    """The service's RED over the range, in all, per operation and per `service.version`, and,
-    with `step` (seconds, whole minutes), per bucket of `bucket_times` and per version and bucket:
-    `service_series` and `operations`, one after the other (a page runs them side by side)."""
-    series = service_series(query, service, start_s=start_s, end_s=end_s, step=step)
-    found = operations(query, service, start_s=start_s, end_s=end_s)
-    return ServiceBreakdown(series.summary, found, series.versions, series.red, series.version_series)
 
 
 def service_series(
